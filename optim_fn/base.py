@@ -1,0 +1,76 @@
+"""The protocol every optim_fn transform speaks: optax's.
+
+An optimizer is a pair of pure functions,
+
+* ``init(params) -> state``
+* ``update(grads, state, params=None, **extra_args) -> (updates, state)``
+
+packed in an :class:`optax.GradientTransformationExtraArgs`, so optim_fn and optax
+transforms mix in one ``chain`` and plug into flax, equinox or a hand-written loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple, TypeAlias
+
+import jax
+import jax.numpy as jnp
+import optax
+
+Array: TypeAlias = jax.Array
+Params: TypeAlias = Any
+Updates: TypeAlias = Any
+OptState: TypeAlias = Any
+GradientTransformation = optax.GradientTransformation
+GradientTransformationExtraArgs = optax.GradientTransformationExtraArgs
+
+Schedule: TypeAlias = Callable[[Array], Array]
+"""A function of the step count (an int32 scalar, 0 at the first update) to a scalar."""
+
+ScalarOrSchedule: TypeAlias = float | Array | Schedule
+
+
+class EmptyState(NamedTuple):
+    """State of a transform that keeps nothing between steps."""
+
+
+def identity() -> GradientTransformationExtraArgs:
+    """The transform that returns its input updates unchanged."""
+
+    def init(params: Params) -> EmptyState:
+        del params
+        return EmptyState()
+
+    def update(updates: Updates, state: EmptyState, params: Params = None, **extra_args):
+        del params, extra_args
+        return updates, state
+
+    return GradientTransformationExtraArgs(init, update)
+
+
+def apply_updates(params: Params, updates: Updates) -> Params:
+    """Returns ``params + updates``, each leaf cast back to its param's dtype.
+
+    ``None`` leaves in ``params`` stay ``None``. Like :func:`optax.apply_updates`, so a
+    bf16 param stays bf16 even when the update was computed in float32.
+    """
+
+    def add(param, update):
+        if param is None:
+            return None
+        return jnp.asarray(param + update).astype(jnp.asarray(param).dtype)
+
+    return jax.tree.map(add, params, updates, is_leaf=lambda x: x is None)
+
+
+def with_extra_args(transform: GradientTransformation) -> GradientTransformationExtraArgs:
+    """Lifts a plain optax transform so that its ``update`` ignores extra keyword args."""
+    if isinstance(transform, GradientTransformationExtraArgs):
+        return transform
+
+    def update(updates, state, params=None, **extra_args):
+        del extra_args
+        return transform.update(updates, state, params)
+
+    return GradientTransformationExtraArgs(transform.init, update)

@@ -1,0 +1,112 @@
+"""Combining transforms: ``chain`` and ``masked``.
+
+Both accept optax transforms as well as optim_fn ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+
+from optim_fn.base import (
+    GradientTransformation,
+    GradientTransformationExtraArgs,
+    OptState,
+    Params,
+    Updates,
+    with_extra_args,
+)
+
+
+def chain(*transforms: GradientTransformation) -> GradientTransformationExtraArgs:
+    """Applies ``transforms`` in order; the state is the tuple of their states.
+
+    Extra keyword arguments given to ``update`` reach every transform (plain optax
+    transforms, which take none, are called without them).
+    """
+    for index, transform in enumerate(transforms):
+        if not (hasattr(transform, "init") and hasattr(transform, "update")):
+            raise TypeError(
+                f"chain: argument {index} is {transform!r}, not a gradient transformation "
+                "(an object with `init` and `update`, e.g. `optim_fn.adam(1e-3)`); "
+                "did you pass an optimizer factory without calling it?"
+            )
+    parts = tuple(with_extra_args(t) for t in transforms)
+
+    def init(params: Params) -> tuple:
+        return tuple(part.init(params) for part in parts)
+
+    def update(updates: Updates, state: OptState, params: Params = None, **extra_args):
+        if not isinstance(state, tuple) or len(state) != len(parts):
+            raise ValueError(
+                f"chain: expected the state returned by this chain's init (a tuple of "
+                f"{len(parts)} states), got {type(state).__name__}"
+                + (f" of length {len(state)}" if isinstance(state, tuple) else "")
+            )
+        new_states = []
+        for part, part_state in zip(parts, state, strict=True):
+            updates, part_state = part.update(updates, part_state, params, **extra_args)
+            new_states.append(part_state)
+        return updates, tuple(new_states)
+
+    return GradientTransformationExtraArgs(init, update)
+
+
+class MaskedState(NamedTuple):
+    inner_state: Any
+
+
+def _full_mask(mask_tree: Any, tree: Any) -> Any:
+    """Broadcasts a mask that is a prefix of ``tree`` to one bool per leaf of ``tree``."""
+
+    def spread(flag, subtree):
+        return jax.tree.map(lambda _: bool(flag), subtree)
+
+    try:
+        return jax.tree.map(spread, mask_tree, tree)
+    except ValueError as error:
+        raise ValueError(
+            "masked: the mask must have the structure of the params (or a prefix of it), "
+            f"with a bool per leaf or subtree: {error}"
+        ) from None
+
+
+def _select(full_mask: Any, tree: Any) -> Any:
+    return jax.tree.map(lambda keep, leaf: leaf if keep else None, full_mask, tree)
+
+
+def masked(
+    inner: GradientTransformation, mask: Any | Callable[[Params], Any]
+) -> GradientTransformationExtraArgs:
+    """Applies ``inner`` only where ``mask`` is True; other leaves pass through unchanged.
+
+    ``mask`` is a tree of bools with the params' structure (or a prefix of it), or a
+    function of the params (of the updates, in ``update``) returning one. The inner state
+    only holds the selected leaves.
+    """
+    inner = with_extra_args(inner)
+
+    def mask_for(tree):
+        return _full_mask(mask(tree) if callable(mask) else mask, tree)
+
+    def init(params: Params) -> MaskedState:
+        return MaskedState(inner.init(_select(mask_for(params), params)))
+
+    def update(updates: Updates, state: MaskedState, params: Params = None, **extra_args):
+        full = mask_for(updates)
+        selected_params = None if params is None else _select(full, params)
+        inner_updates, inner_state = inner.update(
+            _select(full, updates), state.inner_state, selected_params, **extra_args
+        )
+        merged = jax.tree.map(
+            lambda keep, original, new: new if keep else original,
+            full,
+            updates,
+            inner_updates,
+            is_leaf=lambda x: x is None,
+        )
+        return merged, MaskedState(inner_state)
+
+    return GradientTransformationExtraArgs(init, update)

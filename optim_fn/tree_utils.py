@@ -1,0 +1,96 @@
+"""Pytree plumbing, written once for every rule: state creation, structure checks, dtypes.
+
+``None`` in a tree is an empty subtree (as in :mod:`jax.tree_util`): it holds no
+leaves, gets no state and comes back as ``None``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from optim_fn.base import Array
+
+
+def path_str(path: tuple) -> str:
+    """A readable form of a pytree key path, e.g. ``['layer']['w']`` or ``[0]``."""
+    return jax.tree_util.keystr(path) or "<root>"
+
+
+def check_params(params: Any, who: str) -> None:
+    """Raises TypeError naming every leaf of ``params`` that is not a float or complex."""
+    bad = []
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        dtype = getattr(leaf, "dtype", None)
+        if dtype is None:
+            dtype = np.asarray(leaf).dtype
+        if not jnp.issubdtype(dtype, jnp.inexact):
+            bad.append(f"{path_str(path)} ({dtype})")
+    if bad:
+        raise TypeError(
+            f"{who}: params must be floating point or complex, but these leaves are not: "
+            f"{', '.join(bad)}. Cast them (e.g. `.astype(jnp.float32)`) or keep them out "
+            "of the optimized tree (mask or partition them)."
+        )
+
+
+def full_like(leaf: Any, value: float, dtype: Any = None) -> Array:
+    """An array shaped like ``leaf``, filled with ``value``, placed where ``leaf`` is.
+
+    Outside a trace this builds the buffer with NumPy and places it with one
+    ``device_put``, which costs no compilation; ``jnp.zeros`` would compile one program
+    per distinct shape (seconds for a model with thousands of leaf shapes).
+    """
+    dtype = jnp.dtype(dtype if dtype is not None else leaf.dtype)
+    if isinstance(leaf, jax.core.Tracer):
+        return jnp.full(leaf.shape, value, dtype)
+    host = np.full(np.shape(leaf), value, dtype)
+    sharding = getattr(leaf, "sharding", None)
+    return jax.device_put(host, sharding) if sharding is not None else jnp.asarray(host)
+
+
+def tree_full_like(tree: Any, value: float, dtype: Any = None) -> Any:
+    return jax.tree.map(lambda leaf: full_like(leaf, value, dtype), tree)
+
+
+def flatten_matching(reference: Any, reference_name: str, **others: Any):
+    """Flattens ``reference`` and every tree in ``others``, which must share its structure.
+
+    Returns ``(treedef, reference_leaves, {name: leaves})``. Raises ValueError naming the
+    paths that differ, so a gradient tree that does not match the optimizer state fails
+    with a message rather than an opaque tree_map error.
+    """
+    ref_with_paths, treedef = jax.tree_util.tree_flatten_with_path(reference)
+    ref_leaves = [leaf for _, leaf in ref_with_paths]
+    flat = {}
+    for name, tree in others.items():
+        with_paths, other_def = jax.tree_util.tree_flatten_with_path(tree)
+        if other_def != treedef:
+            ref_paths = {path_str(p) for p, _ in ref_with_paths}
+            other_paths = {path_str(p) for p, _ in with_paths}
+            missing = sorted(other_paths - ref_paths)
+            extra = sorted(ref_paths - other_paths)
+            detail = []
+            if extra:
+                detail.append(f"{reference_name} has paths the {name} lacks: {extra[:8]}")
+            if missing:
+                detail.append(f"the {name} has paths {reference_name} lacks: {missing[:8]}")
+            if not detail:
+                detail.append(f"structures differ: {treedef} vs {other_def}")
+            raise ValueError(
+                f"the {reference_name} tree does not match the {name} tree ("
+                + "; ".join(detail)
+                + "). Pass a tree with the same structure as the params given to init."
+            )
+        for (path, ref_leaf), (_, leaf) in zip(ref_with_paths, with_paths, strict=True):
+            if np.shape(ref_leaf) != np.shape(leaf):
+                raise ValueError(
+                    f"{reference_name} leaf {path_str(path)} has shape {np.shape(ref_leaf)} "
+                    f"but the {name} leaf there has shape {np.shape(leaf)}; pass a tree "
+                    "with the same shapes as the params given to init"
+                )
+        flat[name] = [leaf for _, leaf in with_paths]
+    return treedef, ref_leaves, flat
