@@ -11,6 +11,7 @@ transforms mix in one ``chain`` and plug into flax, equinox or a hand-written lo
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple, TypeAlias
 
@@ -74,3 +75,34 @@ def with_extra_args(transform: GradientTransformation) -> GradientTransformation
         return transform.update(updates, state, params)
 
     return GradientTransformationExtraArgs(transform.init, update)
+
+
+def _is_traced(tree: Any) -> bool:
+    return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(tree))
+
+
+def _all_array_like(tree: Any) -> bool:
+    return all(
+        isinstance(leaf, (jax.Array, jax.core.Tracer, float, int, complex, bool))
+        or hasattr(leaf, "__array__")
+        for leaf in jax.tree.leaves(tree)
+    )
+
+
+def compiled_when_eager(update: Callable) -> Callable:
+    """Runs ``update`` as one compiled program when it is called outside any trace.
+
+    Called eagerly (as in a notebook), an un-jitted update dispatches every small
+    operation on every leaf separately, 9-18x slower than the jitted step. Called inside
+    the user's ``jax.jit`` it is the plain function, so it adds nothing there. Extra
+    arguments that are not arrays (e.g. a loss function) make it run un-jitted.
+    """
+    jitted = jax.jit(update)
+
+    @functools.wraps(update)
+    def wrapper(updates, state, params=None, **extra_args):
+        if _is_traced((updates, state, params, extra_args)) or not _all_array_like(extra_args):
+            return update(updates, state, params, **extra_args)
+        return jitted(updates, state, params, **extra_args)
+
+    return wrapper

@@ -16,6 +16,7 @@ from optim_fn.base import (
     OptState,
     Params,
     Updates,
+    compiled_when_eager,
     with_extra_args,
 )
 
@@ -51,7 +52,7 @@ def chain(*transforms: GradientTransformation) -> GradientTransformationExtraArg
             new_states.append(part_state)
         return updates, tuple(new_states)
 
-    return GradientTransformationExtraArgs(init, update)
+    return GradientTransformationExtraArgs(init, compiled_when_eager(update))
 
 
 class MaskedState(NamedTuple):
@@ -109,4 +110,4 @@ def masked(
         )
         return merged, MaskedState(inner_state)
 
-    return GradientTransformationExtraArgs(init, update)
+    return GradientTransformationExtraArgs(init, compiled_when_eager(update))

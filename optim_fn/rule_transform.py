@@ -26,7 +26,11 @@ import jax
 import jax.numpy as jnp
 
 from optim_fn import hyperparams as hp
-from optim_fn.base import GradientTransformationExtraArgs, ScalarOrSchedule
+from optim_fn.base import (
+    GradientTransformationExtraArgs,
+    ScalarOrSchedule,
+    compiled_when_eager,
+)
 from optim_fn.tree_utils import check_params, flatten_matching, tree_full_like
 
 INT32_MAX = jnp.iinfo(jnp.int32).max
@@ -127,4 +131,4 @@ def rule_transform(
         new_state = state_type(count=count, **new_slots, hyperparams=hyperparams_now)
         return jax.tree.unflatten(treedef, update_leaves), new_state
 
-    return GradientTransformationExtraArgs(init, update)
+    return GradientTransformationExtraArgs(init, compiled_when_eager(update))

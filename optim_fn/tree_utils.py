@@ -74,14 +74,14 @@ def flatten_matching(reference: Any, reference_name: str, **others: Any):
             missing = sorted(other_paths - ref_paths)
             extra = sorted(ref_paths - other_paths)
             detail = []
-            if extra:
-                detail.append(f"{reference_name} has paths the {name} lacks: {extra[:8]}")
             if missing:
-                detail.append(f"the {name} has paths {reference_name} lacks: {missing[:8]}")
+                detail.append(f"missing from {reference_name}: {', '.join(missing[:8])}")
+            if extra:
+                detail.append(f"in {reference_name} but not in the {name}: {', '.join(extra[:8])}")
             if not detail:
                 detail.append(f"structures differ: {treedef} vs {other_def}")
             raise ValueError(
-                f"the {reference_name} tree does not match the {name} tree ("
+                f"{reference_name} do not match the optimizer's {name} tree ("
                 + "; ".join(detail)
                 + "). Pass a tree with the same structure as the params given to init."
             )
