@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 
 from optim_fn.base import (
     GradientTransformation,
@@ -19,6 +20,7 @@ from optim_fn.base import (
     compiled_when_eager,
     with_extra_args,
 )
+from optim_fn.flat import FlatTree, buffer_masks, is_flat
 
 
 def chain(*transforms: GradientTransformation) -> GradientTransformationExtraArgs:
@@ -75,7 +77,17 @@ def _full_mask(mask_tree: Any, tree: Any) -> Any:
 
 
 def _select(full_mask: Any, tree: Any) -> Any:
-    return jax.tree.map(lambda keep, leaf: leaf if keep else None, full_mask, tree)
+    # A flag is True, False, or (for a FlatTree buffer holding both kinds of leaf) a
+    # NumPy bool array; such a buffer goes through the inner transform whole.
+    return jax.tree.map(lambda keep, leaf: None if keep is False else leaf, full_mask, tree)
+
+
+def _merge(keep: Any, original: Any, new: Any) -> Any:
+    if keep is False or keep is None:
+        return original
+    if keep is True:
+        return new
+    return jnp.where(keep, new, original)
 
 
 def masked(
@@ -85,11 +97,15 @@ def masked(
 
     ``mask`` is a tree of bools with the params' structure (or a prefix of it), or a
     function of the params (of the updates, in ``update``) returning one. The inner state
-    only holds the selected leaves.
+    only holds the selected leaves. On a :class:`~optim_fn.flat.FlatTree` the mask refers
+    to the original tree; a buffer that mixes selected and unselected leaves goes through
+    ``inner`` whole and is merged elementwise (ravel with ``groups`` to avoid that).
     """
     inner = with_extra_args(inner)
 
     def mask_for(tree):
+        if is_flat(tree):
+            return FlatTree(tuple(buffer_masks(tree, mask)), tree.layout)
         return _full_mask(mask(tree) if callable(mask) else mask, tree)
 
     def init(params: Params) -> MaskedState:
@@ -102,7 +118,7 @@ def masked(
             _select(full, updates), state.inner_state, selected_params, **extra_args
         )
         merged = jax.tree.map(
-            lambda keep, original, new: new if keep else original,
+            _merge,
             full,
             updates,
             inner_updates,

@@ -32,8 +32,11 @@ def moving_average(value: Array, average: Array, decay: Array, one_minus_decay: 
 
 def debias(average: Array, decay: Array, count: Array) -> Array:
     """Bias correction of a moving average started at zero: ``average / (1 - decay^t)``."""
-    correction = 1 - decay**count
-    return average / correction.astype(average.dtype)
+    # Multiply by the reciprocal explicitly: XLA:CPU rewrites a division by a broadcast
+    # scalar into this for arrays but not for 0-d arrays, so writing it out makes the
+    # result independent of how leaves are laid out (tree mode vs flat mode).
+    correction = (1 - decay**count).astype(average.dtype)
+    return average * (1 / correction)
 
 
 def scale_by_learning_rate(grad: Array, *, learning_rate: Array, flip_sign: bool) -> tuple:

@@ -104,7 +104,8 @@ def test_mismatch_is_caught_under_jit_too():
 def test_missing_params_where_needed_says_how_to_pass_them(make):
     optimizer = make()
     state = optimizer.init(PARAMS)
-    with pytest.raises(ValueError, match=r"needs the params: call `update\(grads, state, params\)`"):
+    expected = r"needs the params: call `update\(grads, state, params\)`"
+    with pytest.raises(ValueError, match=expected):
         optimizer.update(GRADS, state)
 
 
