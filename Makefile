@@ -17,11 +17,11 @@ demo: $(VENV)/.installed
 	$(PY) -m optim_fn
 
 test: $(VENV)/.installed
-	$(PY) -m ruff check optim_fn tests
+	$(PY) -m ruff check optim_fn tests benchmarks
 	$(PY) -m pytest -q
 
 lint: $(VENV)/.installed
-	$(PY) -m ruff check optim_fn tests
+	$(PY) -m ruff check optim_fn tests benchmarks
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -69,13 +69,22 @@ class FlatTree:
         return cls(tuple(buffers), layout)
 
     def unravel(self) -> Any:
-        """The tree this FlatTree stands for; each leaf a slice of its buffer."""
-        leaves = []
-        for place in self.layout.places:
-            buffer = self.buffers[place.buffer]
-            size = int(np.prod(place.shape, dtype=np.int64))
-            leaves.append(buffer[place.offset : place.offset + size].reshape(place.shape))
-        return jax.tree.unflatten(self.layout.treedef, leaves)
+        """The tree this FlatTree stands for; each leaf a piece of its buffer.
+
+        Uses ``jnp.split`` (one ``lax.split`` per buffer), whose transpose is a single
+        concatenate: the gradient of a loss of ``unravel()`` costs one pass over the
+        buffer, where per-leaf slices would transpose to one full-size pad per leaf.
+        """
+        pieces: list[Any] = [None] * len(self.layout.places)
+        for index, buffer in enumerate(self.buffers):
+            members = [(i, p) for i, p in enumerate(self.layout.places) if p.buffer == index]
+            members.sort(key=lambda item: item[1].offset)
+            sizes = [int(np.prod(p.shape, dtype=np.int64)) for _, p in members]
+            cuts = np.cumsum(sizes)[:-1].tolist()
+            parts = jnp.split(buffer, cuts) if cuts else [buffer]
+            for (i, place), part in zip(members, parts, strict=True):
+                pieces[i] = part.reshape(place.shape)
+        return jax.tree.unflatten(self.layout.treedef, pieces)
 
     def leaf_structs(self) -> Any:
         """The tree of ``jax.ShapeDtypeStruct`` it stands for (for masks and labels)."""

@@ -133,13 +133,16 @@ def stddev(
     """Centered RMSprop (Graves 2013, eq. 38-40): divide by a running standard deviation.
 
     ``m_t = d m + (1-d) g``; ``v_t = d v + (1-d)|g|^2``; ``u = g / sqrt(v_t - |m_t|^2 + eps)``
-    (``eps_in_sqrt``) or ``g / (sqrt(v_t - |m_t|^2) + eps)``.
+    (``eps_in_sqrt``) or ``g / (sqrt(v_t - |m_t|^2) + eps)``, the variance clamped at 0.
     """
     mu = moving_average(grad, mu, decay, one_minus_decay)
     nu = moving_average(abs_sq(grad), nu, decay, one_minus_decay)
     mu_hat = debias(mu, decay, count) if bias_correction else mu
     nu_hat = debias(nu, decay, count) if bias_correction else nu
-    return _inverse_root(nu_hat - abs_sq(mu_hat), eps, eps_in_sqrt) * grad, mu, nu
+    # The variance is >= 0 in exact arithmetic but can round below zero (always at t=1
+    # with bias correction, where it is exactly 0), which would give NaN.
+    variance = jnp.maximum(nu_hat - abs_sq(mu_hat), 0)
+    return _inverse_root(variance, eps, eps_in_sqrt) * grad, mu, nu
 
 
 def rss(grad: Array, sum_of_squares: Array, *, eps: Array) -> tuple:

@@ -60,6 +60,9 @@ def test_gradient_of_the_unravelled_loss_is_the_ravelled_gradient():
     assert isinstance(flat_grads, flat.FlatTree)
     expected = flat.ravel(jax.grad(loss)(params), layout=packed.layout)
     np.testing.assert_allclose(flat_grads.buffers[0], expected.buffers[0], rtol=1e-6, atol=1e-7)
+    # The gradient is assembled with one concatenate, not one full-size pad per leaf.
+    hlo = jax.jit(jax.grad(lambda p: loss(p.unravel()))).lower(packed).as_text()
+    assert "pad" not in hlo and "concatenate" in hlo
 
 
 OPTIMIZERS = {
