@@ -48,8 +48,17 @@ def test_inside_a_users_jit_the_update_is_inlined_without_a_nested_jit():
     optimizer = optim_fn.chain(optim_fn.add_decayed_weights(1e-2), optim_fn.adam(1e-3))
     state = optimizer.init(PARAMS)
     jaxpr = jax.make_jaxpr(lambda g, s, p: optimizer.update(g, s, p))(grads(0), state, PARAMS)
-    names = {eqn.primitive.name for eqn in jaxpr.jaxpr.eqns}
-    assert "pjit" not in names and "jit" not in names
+    # jnp functions such as `where` are small jitted helpers; our update must not be one.
+    nested = [
+        eqn.params.get("name")
+        for eqn in jaxpr.jaxpr.eqns
+        if eqn.primitive.name in ("pjit", "jit")
+    ]
+    assert "update" not in nested, nested
+    eager = jax.make_jaxpr(lambda g, s, p: jax.jit(optimizer.update)(g, s, p))(
+        grads(0), state, PARAMS
+    )
+    assert [e.params.get("name") for e in eager.jaxpr.eqns] == ["update"]  # the check can fail
 
 
 def test_extra_arguments_that_are_not_arrays_run_uncompiled():
