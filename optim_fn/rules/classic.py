@@ -1,4 +1,4 @@
-"""The update rules, as plain math on arrays.
+"""The classic rules: SGD, momentum, Adagrad, RMSprop, AdaDelta, Adam, weight decay.
 
 Each rule takes one gradient array, the state arrays of the same shape, and scalar
 hyperparameters, and returns ``(update, *new_state)``. Nothing here knows about pytrees,
