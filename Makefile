@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: $(VENV)/.installed
-	$(PY) -m optim_fn
+	$(PY) -m optim_fn compare
 
 test: $(VENV)/.installed
 	$(PY) -m ruff check optim_fn tests benchmarks

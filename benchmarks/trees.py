@@ -9,10 +9,11 @@ def one_leaf(scale: float) -> dict[str, tuple[int, ...]]:
     return {"w": (int(25_000_000 * scale),)}
 
 
-def resnet50_like(scale: float) -> dict[str, tuple[int, ...]]:
+def resnet50_like(scale: float, stages: int = 4) -> dict[str, tuple[int, ...]]:
     """ResNet-50's 161 leaves (conv kernels, batch-norm scales and biases, the head).
 
-    ``scale`` < 1 shrinks the channel widths (the leaf count stays 161).
+    ``scale`` < 1 shrinks the channel widths; ``stages`` < 4 keeps only the first stages
+    (fewer leaves, for the quick run).
     """
     width = lambda c: max(4, int(round(c * scale**0.5)))  # noqa: E731 - a local shorthand
     shapes: dict[str, tuple[int, ...]] = {}
@@ -24,7 +25,8 @@ def resnet50_like(scale: float) -> dict[str, tuple[int, ...]]:
 
     conv_bn("stem", 7, 7, 3, width(64))
     cin = width(64)
-    for stage, (blocks, base) in enumerate(zip([3, 4, 6, 3], [64, 128, 256, 512], strict=True)):
+    layout = list(zip([3, 4, 6, 3], [64, 128, 256, 512], strict=True))[:stages]
+    for stage, (blocks, base) in enumerate(layout):
         w, cout = width(base), width(base * 4)
         for block in range(blocks):
             prefix = f"stage{stage}/block{block}"
@@ -82,7 +84,7 @@ def all_trees(quick: bool) -> dict[str, dict[str, tuple[int, ...]]]:
     if quick:
         return {
             "one_leaf": one_leaf(0.04),
-            "resnet50_like": resnet50_like(0.01),
+            "resnet50_like": resnet50_like(0.04, stages=1),
             "small_leaves": many_small_leaves(50),
             "transformer_like": transformer_like(64, blocks=2, vocab=512),
         }

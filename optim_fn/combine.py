@@ -69,11 +69,19 @@ def _full_mask(mask_tree: Any, tree: Any) -> Any:
 
     try:
         return jax.tree.map(spread, mask_tree, tree)
-    except ValueError as error:
-        raise ValueError(
-            "masked: the mask must have the structure of the params (or a prefix of it), "
-            f"with a bool per leaf or subtree: {error}"
-        ) from None
+    except ValueError:
+        # Containers of another type (a dict mask for FrozenDict / NamedTuple /
+        # dataclass params) are matched by key names instead; if that fails too, its
+        # message names the unmatched paths.
+        from optim_fn.partition import broadcast_to_tree
+
+        try:
+            return jax.tree.map(bool, broadcast_to_tree(mask_tree, tree, what="mask"))
+        except ValueError as error:
+            raise ValueError(
+                "masked: the mask must have the structure of the params (or a prefix of "
+                f"it), with a bool per leaf or subtree: {error}"
+            ) from None
 
 
 def _select(full_mask: Any, tree: Any) -> Any:

@@ -95,7 +95,8 @@ def rule_transform(
 
     def update(grads, state, params=None, **extra_args):
         del extra_args
-        if uses_params and params is None:
+        # A tree with no leaves (e.g. everything masked out) needs no params.
+        if uses_params and params is None and jax.tree.leaves(grads):
             raise ValueError(
                 f"{name} needs the params: call `update(grads, state, params)` with the "
                 "current params"

@@ -48,8 +48,12 @@ def full_like(leaf: Any, value: float, dtype: Any = None) -> Array:
     if isinstance(leaf, jax.core.Tracer):
         return jnp.full(leaf.shape, value, dtype)
     host = np.full(np.shape(leaf), value, dtype)
-    sharding = getattr(leaf, "sharding", None)
-    return jax.device_put(host, sharding) if sharding is not None else jnp.asarray(host)
+    # Follow the param's placement only when it is pinned (committed, e.g. sharded):
+    # pinning state the user left unpinned would make jit compile again for each mix of
+    # pinned and unpinned inputs.
+    if getattr(leaf, "committed", False):
+        return jax.device_put(host, leaf.sharding)
+    return jax.device_put(host)
 
 
 def tree_full_like(tree: Any, value: float, dtype: Any = None) -> Any:

@@ -6,6 +6,19 @@ optax or jit: :func:`optim_fn.rule_transform.rule_transform` lifts a rule over t
 and the same function serves flat buffers and sharded arrays.
 """
 
+from optim_fn.rules.adaptive import (
+    adamax,
+    adan,
+    ademamix,
+    adopt,
+    amsgrad,
+    belief,
+    ema,
+    optimistic_gradient,
+    radam,
+    simplified_ademamix,
+    yogi,
+)
 from optim_fn.rules.classic import (
     abs_sq,
     adadelta,
@@ -19,6 +32,16 @@ from optim_fn.rules.classic import (
     stddev,
     trace,
 )
+from optim_fn.rules.layerwise import (
+    factored_rms,
+    fromage_step,
+    novograd,
+    param_block_norm,
+    param_block_rms,
+    sm3,
+    trust_ratio,
+)
+from optim_fn.rules.signs import lion, rprop, sign
 
 __all__ = [
     "abs_sq",
@@ -32,4 +55,26 @@ __all__ = [
     "scale_by_learning_rate",
     "stddev",
     "trace",
+    # the optimizer family (issue 4)
+    "adamax",
+    "adan",
+    "ademamix",
+    "adopt",
+    "amsgrad",
+    "belief",
+    "ema",
+    "factored_rms",
+    "fromage_step",
+    "lion",
+    "novograd",
+    "optimistic_gradient",
+    "param_block_norm",
+    "param_block_rms",
+    "radam",
+    "rprop",
+    "sign",
+    "simplified_ademamix",
+    "sm3",
+    "trust_ratio",
+    "yogi",
 ]

@@ -1,0 +1,106 @@
+"""Writes and executes notebooks/04_performance.ipynb from benchmarks/results/full.json.
+
+    python benchmarks/make_notebook.py
+
+The notebook only reads the JSON (it does not rerun the benchmark), so it executes in
+seconds in the test suite.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+ROOT = Path(__file__).resolve().parent.parent
+
+CELLS = [
+    ("markdown", """# Performance of optim_fn against optax and torch.optim
+
+The numbers come from `python benchmarks/run.py` (results in `benchmarks/results/full.json`;
+the command and machine are recorded there). Step times are medians of interleaved
+repetitions with params and state donated; read ratios, not absolute times: the machine
+is a shared 2-core CPU."""),
+    ("code", """import json
+from pathlib import Path
+import matplotlib.pyplot as plt
+import numpy as np
+
+root = Path.cwd() if (Path.cwd() / "benchmarks").exists() else Path.cwd().parent
+results = json.loads((root / "benchmarks/results/full.json").read_text())
+print(results["command"], "|", results["machine"])
+print(f"bandwidth limit measured in the run: {results['bandwidth_gb_per_s']:.1f} GB/s")"""),
+    ("markdown", """## Step time per tree and optimizer
+
+Flat mode keeps state (and params) in one buffer per dtype, so its step does not pay per
+leaf; tree mode is optim_fn on the usual pytree."""),
+    ("code", """steps = results["steps"]
+trees = list(dict.fromkeys(r["tree"] for r in steps))
+impls = list(dict.fromkeys(r["impl"] for r in steps))
+optimizers = list(dict.fromkeys(r["optimizer"] for r in steps))
+fig, axes = plt.subplots(1, len(trees), figsize=(4.2 * len(trees), 3.8), sharey=False)
+for ax, tree in zip(axes, trees):
+    width = 0.8 / len(impls)
+    for i, impl in enumerate(impls):
+        values = [next((r["step_ms"] for r in steps if r["tree"] == tree and r["optimizer"] == o
+                        and r["impl"] == impl), np.nan) for o in optimizers]
+        ax.bar(np.arange(len(optimizers)) + i * width, values, width, label=impl)
+    ax.set_xticks(np.arange(len(optimizers)) + 0.4 - width / 2, optimizers, rotation=30)
+    ax.set_yscale("log")
+    ax.set_title(tree)
+axes[0].set_ylabel("step time (ms, log)")
+axes[-1].legend(fontsize=8)
+fig.tight_layout()"""),
+    ("markdown", "## Effective bandwidth against the measured limit"),
+    ("code", """limit = results["bandwidth_gb_per_s"]
+fig, ax = plt.subplots(figsize=(9, 3.8))
+labels, values = [], []
+for r in steps:
+    if r["optimizer"] == "adam":
+        labels.append(f"{r['tree']}\\n{r['impl']}")
+        values.append(r["gb_per_s"])
+ax.barh(range(len(values)), values)
+ax.axvline(limit, color="k", linestyle="--", label=f"limit {limit:.0f} GB/s")
+ax.set_yticks(range(len(values)), labels, fontsize=6)
+ax.set_xlabel("effective GB/s (Adam: 28 bytes per parameter)")
+ax.legend()
+fig.tight_layout()"""),
+    ("markdown", """## Compile time against the number of leaves
+
+optax and tree mode compile one loop per leaf (and per distinct shape); flat mode compiles
+the same small program whatever the number of leaves."""),
+    ("code", """curve = results["compile_curve"]
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+for ax, kind in zip(axes, ["distinct", "same"]):
+    for impl in dict.fromkeys(r["impl"] for r in curve):
+        rows = [r for r in curve if r["shapes"] == kind and r["impl"] == impl]
+        ax.plot([r["leaves"] for r in rows], [r["compile_s"] for r in rows], "o-", label=impl)
+    ax.set_xscale("log"); ax.set_yscale("log")
+    ax.set_xlabel("leaves"); ax.set_title(f"{kind} shapes")
+axes[0].set_ylabel("compile time of the update (s)")
+axes[0].legend()
+fig.tight_layout()"""),
+    ("markdown", "## Full train step, eager updates and init"),
+    ("code", """for name, r in results["train_step"].items():
+    print(f"train step {name:14} compile {r['compile_s']:7.2f} s  step {r['step_ms']:8.2f} ms")
+for name, r in results["eager"].items():
+    print(f"eager {name:9} eager {r['eager']:8.2f} ms  jitted {r['jit']:8.2f} ms")
+for name, seconds in results["init"].items():
+    print(f"init {name:28} {seconds:7.3f} s")"""),
+]
+
+
+def main() -> None:
+    notebook = nbformat.v4.new_notebook()
+    for kind, source in CELLS:
+        maker = nbformat.v4.new_markdown_cell if kind == "markdown" else nbformat.v4.new_code_cell
+        notebook.cells.append(maker(source))
+    NotebookClient(notebook, timeout=120, resources={"metadata": {"path": str(ROOT)}}).execute()
+    path = ROOT / "notebooks" / "04_performance.ipynb"
+    nbformat.write(notebook, path)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,214 @@
+"""Schedule-Free optimization: iterate averaging in place of a learning-rate schedule.
+
+Train with the params the optimizer returns (the interpolation ``y``); evaluate with
+:func:`schedule_free_eval_params`, which recovers the average ``x``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from optim_fn import hyperparams as hp
+from optim_fn import transforms
+from optim_fn import validation as check
+from optim_fn.base import (
+    Array,
+    GradientTransformation,
+    GradientTransformationExtraArgs,
+    ScalarOrSchedule,
+    compiled_when_eager,
+    with_extra_args,
+)
+from optim_fn.combine import chain
+from optim_fn.contrib._common import copy_params, require_params
+from optim_fn.hyperparams import Hyperparams
+from optim_fn.optimizers import sgd
+from optim_fn.rule_transform import safe_increment
+from optim_fn.schedules import warmup_constant_schedule
+from optim_fn.tree_utils import check_params
+
+
+class ScheduleFreeState(NamedTuple):
+    """``z`` is the base optimizer's iterate; ``max_lr`` and ``weight_sum`` the averaging.
+
+    ``count`` is the number of updates so far. The hyperparameters are ``b1``,
+    ``learning_rate`` (as seen by the averaging weights) and ``weight_lr_power``.
+    """
+
+    count: Array
+    weight_sum: Array
+    max_lr: Array
+    base_optimizer_state: Any
+    z: Any
+    hyperparams: Hyperparams
+
+
+def schedule_free_eval_params(state: Any, params: Any) -> Any:
+    """The averaged params ``x = (y - (1 - b1) z) / b1`` to evaluate a schedule-free model.
+
+    ``state`` is the state of :func:`schedule_free` (or of an alias built on it, possibly
+    inside a chain), ``params`` the params being trained (``y``).
+    """
+    found = _find_state(state)
+    if found is None:
+        raise ValueError(
+            "schedule_free_eval_params needs the state of optim_fn.contrib.schedule_free "
+            f"(or schedule_free_sgd / schedule_free_adamw), got {type(state).__name__}"
+        )
+    values = hp.as_keywords(found.hyperparams)
+    b1 = values["b1"]
+    return jax.tree.map(
+        lambda y, z: ((y - (1 - b1) * z) / b1).astype(jnp.asarray(y).dtype), params, found.z
+    )
+
+
+def _find_state(state: Any) -> ScheduleFreeState | None:
+    if isinstance(state, ScheduleFreeState):
+        return state
+    if isinstance(state, tuple):
+        for child in state:
+            found = _find_state(child)
+            if found is not None:
+                return found
+    return None
+
+
+def schedule_free(
+    base_optimizer: GradientTransformation,
+    learning_rate: ScalarOrSchedule,
+    b1: ScalarOrSchedule = 0.9,
+    weight_lr_power: ScalarOrSchedule = 2.0,
+    state_dtype: Any = None,
+) -> GradientTransformationExtraArgs:
+    """Turns ``base_optimizer`` into its schedule-free version (Defazio et al. 2024).
+
+    With :math:`z_{t+1} = z_t + \\text{base update}(g(y_t))`, weights
+    :math:`c_{t+1} = \\gamma_{max,t}^{r} / \\sum_{s \\le t} \\gamma_{max,s}^{r}` (``r`` =
+    ``weight_lr_power``, :math:`\\gamma_{max}` the running max of the learning rate):
+
+    .. math::
+        x_{t+1} = (1 - c_{t+1})\\, x_t + c_{t+1} z_{t+1}, \\qquad
+        y_{t+1} = b_1 x_{t+1} + (1 - b_1) z_{t+1}
+
+    The params handed in and out are :math:`y` (gradients are taken there); ``x`` is
+    recovered by :func:`schedule_free_eval_params`. ``z`` is kept in ``state_dtype``
+    (default: the params' dtype). As in optax, the averaging weight of update ``t`` (from
+    0) reads a learning-rate schedule at ``t + 1``. Needs ``params``.
+    """
+    where = "schedule_free"
+    check.check_learning_rate(where, learning_rate)
+    check.check_decay(where, "b1", b1, allow_one=True)
+    check.check_non_negative(where, "weight_lr_power", weight_lr_power)
+    check.check_dtype(where, "state_dtype", state_dtype)
+    base = with_extra_args(base_optimizer)
+    # The averaging reads a schedule one step ahead of the base optimizer (optax's
+    # convention, kept so the two give the same iterates).
+    lr_spec = (
+        (lambda count: learning_rate(count + 1)) if callable(learning_rate) else (learning_rate)
+    )
+    specs = {"b1": b1, "learning_rate": lr_spec, "weight_lr_power": weight_lr_power}
+
+    def init(params):
+        check_params(params, where)
+        dtype = hp.storage_dtype(params)
+        return ScheduleFreeState(
+            count=jnp.zeros([], jnp.int32),
+            weight_sum=jnp.zeros([], dtype),
+            max_lr=jnp.zeros([], dtype),
+            base_optimizer_state=base.init(params),
+            z=copy_params(params, state_dtype),
+            hyperparams=hp.init_hyperparams(specs, frozenset(), dtype),
+        )
+
+    def update(grads, state, params=None, **extra_args):
+        require_params(params, where)
+        hyperparams_now = hp.step_hyperparams(state.hyperparams, specs, frozenset(), state.count)
+        h = hp.as_keywords(hyperparams_now)
+        b1_now = h["b1"]
+        max_lr = jnp.maximum(state.max_lr, h["learning_rate"])
+        weight = max_lr ** h["weight_lr_power"]
+        weight_sum = state.weight_sum + weight
+        # 0/0 before any step with a positive learning rate: no averaging yet.
+        ck = jnp.where(
+            jnp.isnan(weight) | jnp.isnan(weight_sum),
+            jnp.nan,
+            jnp.nan_to_num(weight / weight_sum, nan=0.0, posinf=jnp.inf),
+        )
+        base_updates, base_state = base.update(
+            grads, state.base_optimizer_state, params, **extra_args
+        )
+        z = jax.tree.map(lambda zi, u: (zi + u).astype(zi.dtype), state.z, base_updates)
+
+        def new_update(y, z_old, z_new):
+            x_old = (y - (1 - b1_now) * z_old) / b1_now
+            x_new = (1 - ck) * x_old + ck * z_new
+            return (b1_now * x_new + (1 - b1_now) * z_new - y).astype(jnp.asarray(y).dtype)
+
+        updates = jax.tree.map(new_update, params, state.z, z)
+        new_state = ScheduleFreeState(
+            safe_increment(state.count), weight_sum, max_lr, base_state, z, hyperparams_now
+        )
+        return updates, new_state
+
+    return GradientTransformationExtraArgs(init, compiled_when_eager(update))
+
+
+def _warmed_up(learning_rate: ScalarOrSchedule, warmup_steps: int | None) -> ScalarOrSchedule:
+    if warmup_steps is None:
+        return learning_rate
+    return warmup_constant_schedule(0.0, learning_rate, warmup_steps)
+
+
+def schedule_free_sgd(
+    learning_rate: ScalarOrSchedule = 1.0,
+    warmup_steps: int | None = None,
+    b1: ScalarOrSchedule = 0.9,
+    weight_decay: ScalarOrSchedule | None = None,
+    weight_lr_power: ScalarOrSchedule = 2.0,
+    state_dtype: Any = None,
+) -> GradientTransformationExtraArgs:
+    """Schedule-Free SGD: :func:`schedule_free` around SGD (with L2 ``weight_decay``).
+
+    ``warmup_steps`` ramps the learning rate linearly from 0. Defaults:
+    ``learning_rate=1``, ``b1=0.9``, ``weight_lr_power=2``. Reference: Defazio, Yang,
+    Mehta, Mishchenko, Khaled & Cutkosky, "The Road Less Scheduled", NeurIPS 2024.
+    Evaluate with :func:`schedule_free_eval_params`. PyTorch: none in ``torch.optim``
+    (``schedulefree.SGDScheduleFree`` in the authors' package).
+    """
+    learning_rate = _warmed_up(learning_rate, warmup_steps)
+    optimizer = sgd(learning_rate)
+    if weight_decay is not None:
+        check.check_non_negative("schedule_free_sgd", "weight_decay", weight_decay)
+        optimizer = chain(transforms.add_decayed_weights(weight_decay), optimizer)
+    return schedule_free(optimizer, learning_rate, b1, weight_lr_power, state_dtype)
+
+
+def schedule_free_adamw(
+    learning_rate: ScalarOrSchedule = 0.0025,
+    warmup_steps: int | None = None,
+    b1: ScalarOrSchedule = 0.9,
+    b2: ScalarOrSchedule = 0.999,
+    eps: ScalarOrSchedule = 1e-8,
+    weight_decay: ScalarOrSchedule = 0.0,
+    weight_lr_power: ScalarOrSchedule = 2.0,
+    state_dtype: Any = None,
+) -> GradientTransformationExtraArgs:
+    """Schedule-Free AdamW: :func:`schedule_free` around RMS scaling with decoupled decay.
+
+    The base step is ``-lr (g / (sqrt(v_t/(1-b2^t)) + eps) + wd y)``; the momentum of
+    Adam is replaced by the schedule-free interpolation (``b1``). Defaults:
+    ``learning_rate=2.5e-3``, ``b1=0.9``, ``b2=0.999``, ``eps=1e-8``. Reference: Defazio
+    et al., NeurIPS 2024. Evaluate with :func:`schedule_free_eval_params`. PyTorch: none
+    in ``torch.optim`` (``schedulefree.AdamWScheduleFree``).
+    """
+    learning_rate = _warmed_up(learning_rate, warmup_steps)
+    check.check_non_negative("schedule_free_adamw", "weight_decay", weight_decay)
+    optimizer = chain(
+        transforms.scale_by_rms(decay=b2, eps=eps, eps_in_sqrt=False, bias_correction=True),
+        transforms.add_decayed_weights(weight_decay),
+        transforms.scale_by_learning_rate(learning_rate),
+    )
+    return schedule_free(optimizer, learning_rate, b1, weight_lr_power, state_dtype)

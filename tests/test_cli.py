@@ -1,0 +1,195 @@
+"""Tests of the command line: ``python -m optim_fn compare`` and ``optim-fn``."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib
+import matplotlib.image
+import numpy as np
+import pytest
+
+from optim_fn import cli
+from optim_fn.experiments import plots, registry
+
+matplotlib.use("Agg")
+
+ROOT = Path(__file__).resolve().parents[1]
+OPTIMIZERS = ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adadelta", "adam", "adamw"]
+PNGS = {
+    "rosenbrock": ["loss", "paths", "step_size", "sensitivity"],
+    "digits": ["loss", "step_size", "sensitivity"],
+}
+
+
+def _environment() -> dict[str, str]:
+    path = os.environ.get("PYTHONPATH", "")
+    return {
+        **os.environ,
+        "PYTHONPATH": f"{ROOT}{os.pathsep}{path}" if path else str(ROOT),
+        "MPLBACKEND": "Agg",
+    }
+
+
+def _module(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "optim_fn", *args],
+        cwd=cwd, env=_environment(), capture_output=True, text=True, timeout=600,
+    )
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    header = path.read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n", f"{path.name} is not a PNG"
+    assert header[12:16] == b"IHDR"
+    return struct.unpack(">II", header[16:24])
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+    """The default comparison, as a user runs it, with few steps."""
+    folder = tmp_path_factory.mktemp("cli")
+    result = _module("compare", "--steps", "20", "--output", "out", cwd=folder)
+    return result, folder / "out"
+
+
+def test_default_run_prints_the_table(default_run):
+    result, _ = default_run
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("problem"))
+    for column in ("final loss", "steps to tol", "test acc", "compile s", "run s"):
+        assert column in lines[header]
+    rows = [line.split() for line in lines[header + 2:] if line.strip()][:16]
+    assert [(row[0], row[1]) for row in rows] == [
+        (problem, name) for problem in ("rosenbrock", "digits") for name in OPTIMIZERS
+    ]
+    for row in rows:
+        assert float(row[3]) > 0  # final loss
+        assert row[5].endswith("%") == (row[0] == "digits")  # test accuracy where there is one
+    assert "wrote 8 files" in result.stdout
+
+
+def test_default_run_writes_valid_pngs(default_run):
+    result, folder = default_run
+    assert result.returncode == 0, result.stderr
+    expected = {f"{problem}_{kind}.png" for problem, kinds in PNGS.items() for kind in kinds}
+    assert {p.name for p in folder.glob("*.png")} == expected
+    width, height = (round(v * plots.DPI) for v in plots.FIGSIZE)
+    for name in expected:
+        assert _png_size(folder / name) == (width, height)
+        pixels = matplotlib.image.imread(folder / name)
+        assert pixels.shape[:2] == (height, width)
+        assert pixels[..., :3].std() > 0.05  # something was drawn
+
+
+def test_default_run_writes_the_histories(default_run):
+    result, folder = default_run
+    assert result.returncode == 0, result.stderr
+    text = (folder / "histories.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text  # strict JSON
+    data = json.loads(text)
+    assert data["meta"]["command"].startswith("optim-fn compare --steps 20")
+    assert set(data["problems"]) == {"rosenbrock", "digits"}
+    for name, problem in data["problems"].items():
+        assert list(problem["runs"]) == OPTIMIZERS
+        for run in problem["runs"].values():
+            assert np.shape(run["loss"]) == (1, 20)  # one seed, 20 steps
+            assert np.shape(run["grad_norm"]) == np.shape(run["update_norm"]) == (1, 20)
+            assert np.shape(run["hyperparams"]["learning_rate"]) == (1, 20)
+            assert run["hyperparams"]["learning_rate"][0][0] == pytest.approx(
+                run["keywords"]["learning_rate"], rel=1e-6)
+            assert len(run["sweep"]["learning_rate"]) == 9
+            assert np.shape(run["sweep"]["final_loss"]) == (9, 1)
+            if name == "rosenbrock":
+                assert np.shape(run["params"]) == (1, 21, 2)
+                assert run["params"][0][0] == [-1.2, 1.0]
+            else:
+                assert "params" not in run and 0 <= run["metrics"]["test_accuracy"][0] <= 1
+
+
+def test_small_run_with_options(tmp_path, capsys):
+    code = cli.main([
+        "compare", "--problems", "linear", "--optimizers", "sgd", "adam:learning_rate=0.1",
+        "--steps", "30", "--batch", "stochastic", "--seeds", "2", "--sweep-points", "0",
+        "--no-plots", "--no-progress", "--output", str(tmp_path),
+    ])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "linear      sgd" in out and "linear      adam:learning_rate=0.1" in out
+    assert list(tmp_path.iterdir()) == [tmp_path / "histories.json"]
+    runs = json.loads((tmp_path / "histories.json").read_text())["problems"]["linear"]["runs"]
+    assert np.shape(runs["adam:learning_rate=0.1"]["loss"]) == (2, 30)
+    assert runs["adam:learning_rate=0.1"]["keywords"]["learning_rate"] == 0.1
+    assert "sweep" not in runs["sgd"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--optimizers", "adamx"], "valid optimizers: " + ", ".join(OPTIMIZERS)),
+    (["--problems", "banana"], "valid problems: rosenbrock, beale, himmelblau"),
+    (["--optimizers", "adam:learning_rate"], "must be written key=value"),
+    (["--optimizers", "adam:lr=3e-3"], "valid options: learning_rate, b1, b2"),
+    (["--optimizers", "adam:learning_rate=-1"], "`learning_rate` must be >= 0"),
+    (["--problems", "quadratic:condition_number=x"], "is not a value"),
+    (["--optimizers", "adam", "adam"], "each optimizer may appear once"),
+    (["--steps", "0"], "must be at least 1"),
+    (["--steps", "many"], "'many' is not an integer"),
+    (["--batch", "online"], "invalid choice: 'online'"),
+    (["--sweep-points", "1"], "use 0 (no sweep) or at least 2"),
+])
+def test_bad_options_exit_nonzero_with_a_message(args, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["compare", *args])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_batch_larger_than_the_data_is_reported(tmp_path, capsys):
+    code = cli.main([
+        "compare", "--problems", "linear", "--optimizers", "sgd", "--batch", "minibatch",
+        "--batch-size", "1000", "--output", str(tmp_path),
+    ])
+    assert code == 2
+    assert "larger than the problem's 256 examples" in capsys.readouterr().err
+
+
+def test_bad_option_from_the_shell(tmp_path):
+    result = _module("compare", "--optimizers", "adamx", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "unknown optimizer 'adamx'; valid optimizers: sgd" in result.stderr
+    assert not (tmp_path / "optim_fn_output").exists()
+
+
+def test_no_arguments_runs_the_comparison(monkeypatch):
+    seen = {}
+    monkeypatch.setattr(cli, "_run_compare", lambda args, argv: seen.update(vars(args)) or 0)
+    assert cli.main([]) == 0
+    assert seen["command"] == "compare"
+    assert seen["problems"] == list(registry.DEFAULT_PROBLEMS) == ["rosenbrock", "digits"]
+    assert seen["optimizers"] == OPTIMIZERS
+    assert str(seen["output"]) == "optim_fn_output"
+
+
+def test_list_shows_problems_and_optimizers(capsys):
+    assert cli.main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in [*registry.PROBLEMS, *OPTIMIZERS]:
+        assert f"\n  {name} " in out
+    assert "condition_number=10.0" in out
+
+
+def test_console_script_entry_point():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["optim-fn"] == "optim_fn.cli:main"
+    script = shutil.which("optim-fn", path=str(Path(sys.executable).parent))
+    if script is None:
+        pytest.skip("optim-fn is not installed in this environment (pip install -e .)")
+    result = subprocess.run([script, "--version"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.startswith("optim_fn ")
