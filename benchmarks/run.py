@@ -345,7 +345,13 @@ def main(argv=None) -> int:
                         help="largest leaf count compiled per leaf (optax, tree mode) in the curve")
     parser.add_argument("--optax-eager-init", action="store_true",
                         help="also time optax's eager init on the small-leaf tree (slow)")
+    parser.add_argument("--trees", default=None,
+                        help="comma-separated subset of: one_leaf, resnet50_like, small_leaves, transformer_like")
+    parser.add_argument("--name", default=None, help="JSON file name (default quick/full)")
+    parser.add_argument("--sections", default="steps,train,compile,eager,init,curve",
+                        help="comma-separated subset of the measurements to run")
     args = parser.parse_args(argv)
+    sections = set(args.sections.split(","))
 
     quick = args.quick
     reps = args.reps or (3 if quick else 15)
@@ -353,48 +359,59 @@ def main(argv=None) -> int:
     if with_torch:
         torch.set_num_threads(os.cpu_count() or 1)
     counts = [int(c) for c in (args.curve or ("10,50" if quick else "10,100,1000,5000")).split(",")]
-    tree_shapes = trees.all_trees(quick)
+    all_shapes = trees.all_trees(quick)
+    chosen = args.trees.split(",") if args.trees else list(all_shapes)
+    unknown = sorted(set(chosen) - set(all_shapes))
+    if unknown:
+        parser.error(f"unknown trees {unknown}; valid: {sorted(all_shapes)}")
+    tree_shapes = {name: all_shapes[name] for name in chosen}
 
     started = time.perf_counter()
     bandwidth = measure_bandwidth(2**22 if quick else 2**26, reps)
-    rows = []
-    for name, shapes in tree_shapes.items():
-        rows += step_table(name, shapes, reps, with_torch)
-        print(f"  measured {name} ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
-    print_step_table(rows, bandwidth)
+    rows, train, update_compile, eager, init, curve = [], {}, {}, {}, {}, []
+    if "steps" in sections:
+        for name, shapes in tree_shapes.items():
+            rows += step_table(name, shapes, reps, with_torch)
+            print(f"  measured {name} ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
+        print_step_table(rows, bandwidth)
 
-    small = tree_shapes["small_leaves"]
-    train = train_step_comparison(small, reps)
-    print(f"\nFull train step (loss, grad, Adam update) on {len(small)} small leaves:")
-    for name, result in train.items():
-        print(f"  {name:14} compile {result['compile_s']:7.2f} s   step {result['step_ms']:8.2f} ms")
-    flat_r, optax_r = train["optim_fn flat"], train["optax tree"]
-    print(f"  ratios flat/optax: compile {flat_r['compile_s'] / optax_r['compile_s']:.3f}x, "
-          f"step {flat_r['step_ms'] / optax_r['step_ms']:.3f}x")
+    small = all_shapes["small_leaves"]
+    if "train" in sections:
+        train = train_step_comparison(small, reps)
+        print(f"\nFull train step (loss, grad, Adam update) on {len(small)} small leaves:")
+        for name, result in train.items():
+            print(f"  {name:14} compile {result['compile_s']:7.2f} s   step {result['step_ms']:8.2f} ms")
+        flat_r, optax_r = train["optim_fn flat"], train["optax tree"]
+        print(f"  ratios flat/optax: compile {flat_r['compile_s'] / optax_r['compile_s']:.3f}x, "
+              f"step {flat_r['step_ms'] / optax_r['step_ms']:.3f}x")
 
-    distinct = trees.distinct_vectors(50 if quick else 1000)
-    update_compile = update_compile_comparison(distinct)
-    print(f"\nCompile of the AdamW update, {len(distinct)} leaves of distinct shapes:")
-    for name, seconds in update_compile.items():
-        print(f"  {name:14} {seconds:7.2f} s  ({seconds / update_compile['optax']:.3f}x optax)")
+    if "compile" in sections:
+        distinct = trees.distinct_vectors(50 if quick else 1000)
+        update_compile = update_compile_comparison(distinct)
+        print(f"\nCompile of the AdamW update, {len(distinct)} leaves of distinct shapes:")
+        for name, seconds in update_compile.items():
+            print(f"  {name:14} {seconds:7.2f} s  ({seconds / update_compile['optax']:.3f}x optax)")
 
-    eager = eager_comparison(tree_shapes["resnet50_like"], reps)
-    print("\nEager update (no outer jit), ResNet-50-like tree, Adam:")
-    for name, result in eager.items():
-        print(f"  {name:9} eager {result['eager']:8.2f} ms   jitted {result['jit']:8.2f} ms   "
-              f"eager/jit {result['eager'] / result['jit']:.2f}x")
-    print(f"  optim_fn eager / optax eager: {eager['optim_fn']['eager'] / eager['optax']['eager']:.3f}x")
+    if "eager" in sections:
+        eager = eager_comparison(all_shapes["resnet50_like"], reps)
+        print("\nEager update (no outer jit), ResNet-50-like tree, Adam:")
+        for name, result in eager.items():
+            print(f"  {name:9} eager {result['eager']:8.2f} ms   jitted {result['jit']:8.2f} ms   "
+                  f"eager/jit {result['eager'] / result['jit']:.2f}x")
+        print(f"  optim_fn eager / optax eager: {eager['optim_fn']['eager'] / eager['optax']['eager']:.3f}x")
 
-    init = init_comparison(small, args.optax_eager_init)
-    print(f"\nAdam init on {len(small)} small leaves:")
-    for name, seconds in init.items():
-        print(f"  {name:28} {seconds:7.3f} s")
+    if "init" in sections:
+        init = init_comparison(small, args.optax_eager_init)
+        print(f"\nAdam init on {len(small)} small leaves:")
+        for name, seconds in init.items():
+            print(f"  {name:28} {seconds:7.3f} s")
 
-    curve = compile_curve(counts, args.optax_max_leaves)
-    clip_name = "clip_by_global_norm + adamw" if optim_fn_clip() else "adamw"
-    print(f"\nCompile time of the {clip_name} update vs number of leaves (100 floats each):")
-    for row in curve:
-        print(f"  {row['shapes']:8} {row['leaves']:6} leaves  {row['impl']:14} {row['compile_s']:8.2f} s")
+    if "curve" in sections:
+        curve = compile_curve(counts, args.optax_max_leaves)
+        clip_name = "clip_by_global_norm + adamw" if optim_fn_clip() else "adamw"
+        print(f"\nCompile time of the {clip_name} update vs number of leaves (100 floats each):")
+        for row in curve:
+            print(f"  {row['shapes']:8} {row['leaves']:6} leaves  {row['impl']:14} {row['compile_s']:8.2f} s")
 
     result = {
         "command": " ".join(["python", "benchmarks/run.py", *(argv or sys.argv[1:])]),
@@ -414,7 +431,8 @@ def main(argv=None) -> int:
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / ("quick.json" if quick else "full.json")
+    parser_name = args.name or ("quick" if quick else "full")
+    path = out / f"{parser_name}.json"
     path.write_text(json.dumps(result, indent=1))
     print(f"\nwrote {path} ({result['total_s']:.0f} s)")
     return 0

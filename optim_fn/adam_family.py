@@ -173,8 +173,10 @@ def radam(
 
     with :math:`\\rho_t, r_t` as in :func:`optim_fn.scale_by_radam`. Defaults:
     ``b1=0.9``, ``b2=0.999``, ``eps=1e-8``, ``threshold=5``. Reference: Liu et al.,
-    ICLR 2020. PyTorch: ``torch.optim.RAdam`` switches at ``rho_t > 5`` (strict) and puts
-    eps outside the root of the bias-corrected ``v``; same numbers away from the switch.
+    ICLR 2020. PyTorch: ``torch.optim.RAdam`` switches at ``rho_t > 5`` (strict) and adds
+    eps to the raw ``sqrt(v_t)`` (an effective ``eps / sqrt(1-b2^t)``), so its numbers
+    differ slightly while ``1-b2^t`` is small. A ``threshold`` below 4 would make the
+    rectifier imaginary: the steps with ``rho_t < 4`` are then 0 (optax: NaN).
     """
     check.check_learning_rate("radam", learning_rate)
     return chain(

@@ -36,6 +36,8 @@ def _as_key(key: Any) -> Array:
         return key
     if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
         return jax.random.key(int(key))
+    if hasattr(key, "dtype") and jnp.issubdtype(key.dtype, jnp.integer) and key.shape == ():
+        return jax.random.key(key)  # a seed given as an (possibly traced) integer array
     if isinstance(key, jax.Array) and key.dtype == jnp.uint32 and key.shape == (2,):
         return jax.random.wrap_key_data(key)
     raise TypeError(

@@ -15,6 +15,9 @@ from __future__ import annotations
 
 from typing import Any, Literal, NamedTuple
 
+import jax
+import jax.numpy as jnp
+
 from optim_fn import transforms
 from optim_fn import validation as check
 from optim_fn.base import Array, GradientTransformationExtraArgs, ScalarOrSchedule, Updates
@@ -143,14 +146,13 @@ def lion(
     )
 
 
-def _initial_step(where: str, learning_rate: Any) -> float:
+def _check_initial_step(where: str, learning_rate: Any) -> None:
     if callable(learning_rate):
         raise ValueError(
             f"{where}: `learning_rate` is Rprop's initial step size, a number; Rprop "
             "adapts its steps itself, so a schedule has nothing to act on"
         )
     check.check_non_negative(where, "learning_rate", learning_rate)
-    return float(learning_rate)
 
 
 def scale_by_rprop(
@@ -174,17 +176,17 @@ def scale_by_rprop(
     :func:`rprop` does). Real params only.
     """
     where = "scale_by_rprop"
-    initial = _initial_step(where, learning_rate)
+    _check_initial_step(where, learning_rate)
     check.check_decay(where, "eta_minus", eta_minus)
     check.check_scalar(where, "eta_plus", eta_plus)
-    if not callable(eta_plus) and float(eta_plus) < 1:
+    if isinstance(eta_plus, (int, float)) and eta_plus < 1:
         raise ValueError(f"{where}: `eta_plus` must be >= 1, got {eta_plus!r}")
     check.check_non_negative(where, "min_step_size", min_step_size)
     check.check_non_negative(where, "max_step_size", max_step_size)
     transform = rule_transform(
         rules.rprop,
         ScaleByRpropState,
-        slots=[Slot("step_sizes", initial), Slot("prev_updates")],
+        slots=[Slot("step_sizes"), Slot("prev_updates")],
         hyperparams={
             "eta_minus": eta_minus,
             "eta_plus": eta_plus,
@@ -196,7 +198,13 @@ def scale_by_rprop(
 
     def init(params):
         refuse_complex(params, where, "Rprop compares the signs of successive gradients")
-        return transform.init(params)
+        state = transform.init(params)
+        # Filled here rather than as a Slot constant: the initial step may be a traced
+        # value (e.g. under optax.inject_hyperparams).
+        step_sizes = jax.tree.map(
+            lambda p: jnp.full(jnp.shape(p), learning_rate, jnp.asarray(p).dtype), params
+        )
+        return state._replace(step_sizes=step_sizes)
 
     return GradientTransformationExtraArgs(init, transform.update)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+import jax
 import jax.numpy as jnp
 
 from optim_fn import transforms
@@ -76,7 +77,7 @@ def scale_by_cocob(
             slots=[
                 Slot("init_particles"),
                 Slot("cumulative_gradients"),
-                Slot("scale", float(eps)),
+                Slot("scale"),
                 Slot("subgradients"),
                 Slot("reward"),
             ],
@@ -89,7 +90,10 @@ def scale_by_cocob(
 
     def init(params):
         refuse_complex(params, where, "coin betting compares real wealth and rewards")
-        return transform.init(params)
+        state = transform.init(params)
+        # L_0 = eps, filled here as eps may be a traced value (optax.inject_hyperparams).
+        scale = jax.tree.map(lambda p: jnp.full(jnp.shape(p), eps, jnp.asarray(p).dtype), params)
+        return state._replace(scale=scale)
 
     return GradientTransformationExtraArgs(init, transform.update)
 

@@ -229,7 +229,7 @@ def scale_by_muon(
     ns_coeffs: Any = _DEFAULT_NS_COEFFS,
     ns_steps: int = 5,
     beta: ScalarOrSchedule = 0.95,
-    eps: float = 1e-8,
+    eps: ScalarOrSchedule = 1e-8,
     mu_dtype: Any = None,
     *,
     nesterov: bool = True,
@@ -262,7 +262,7 @@ def scale_by_muon(
             f"{where}: `preconditioning` must be one of {_PRECONDITIONINGS}, got "
             f"{preconditioning!r}"
         )
-    specs = {"beta": beta}
+    specs = {"beta": beta, "eps": eps}
     decays = frozenset({"beta"})
 
     def init(params):
@@ -288,7 +288,7 @@ def scale_by_muon(
             mu_new = moving_average(grad, mu, h["beta"], h["one_minus_beta"])
             mu_hat = first_moment_hat(mu_new, grad, h["beta"], h["one_minus_beta"], count, nesterov)
             direction = orthogonalize_via_newton_schulz(
-                mu_hat, state.ns_coeffs, ns_steps, preconditioning, eps, dim
+                mu_hat, state.ns_coeffs, ns_steps, preconditioning, h["eps"], dim
             )
             if adaptive:
                 direction = jnp.sum((mu_hat.conj() * direction).real) * direction
@@ -338,7 +338,7 @@ def muon(
     ns_coeffs: Any = _DEFAULT_NS_COEFFS,
     ns_steps: int = 5,
     beta: ScalarOrSchedule = 0.95,
-    eps: float = 1e-8,
+    eps: ScalarOrSchedule = 1e-8,
     weight_decay: ScalarOrSchedule = 0.0,
     weight_decay_mask: Any = None,
     mu_dtype: Any = None,
