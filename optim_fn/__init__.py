@@ -96,6 +96,7 @@ from optim_fn.linesearch_zoom import (
     scale_by_zoom_linesearch,
 )
 from optim_fn.noise import AddNoiseState, add_noise, noisy_sgd
+from optim_fn.nonfinite import NonFiniteState, nonfinite_policy
 from optim_fn.optimistic import (
     ScaleByOptimisticGradientState,
     optimistic_adam,
@@ -134,6 +135,7 @@ from optim_fn.schedules import (
     warmup_cosine_decay_schedule,
     warmup_exponential_decay_schedule,
 )
+from optim_fn.sharding import partition_state, per_device_bytes, state_shardings
 from optim_fn.sign_methods import (
     ScaleByLionState,
     ScaleByRpropState,
@@ -331,6 +333,11 @@ __all__ = [
     "nadam",
     "nadamw",
     "noisy_sgd",
+    "NonFiniteState",
+    "nonfinite_policy",
+    "partition_state",
+    "per_device_bytes",
+    "state_shardings",
     "novograd",
     "optimistic_adam",
     "optimistic_adam_v2",

@@ -165,6 +165,7 @@ def ravel(tree: Any, groups: Any = None, *, layout: Layout | None = None) -> Fla
             "ravel it without `layout` or pass the tree the layout was made from"
         )
     traced = any(isinstance(leaf, jax.core.Tracer) for leaf in leaves)
+    _refuse_sharded(tree)
     members: list[list[Any]] = [[] for _ in layout.buffer_keys]
     for place, leaf in zip(layout.places, leaves, strict=True):
         if tuple(np.shape(leaf)) != place.shape:
@@ -180,6 +181,21 @@ def ravel(tree: Any, groups: Any = None, *, layout: Layout | None = None) -> Fla
             host = np.concatenate([np.asarray(p, dtype=dtype).ravel() for p in parts])
             buffers.append(jax.device_put(host))
     return FlatTree(tuple(buffers), layout)
+
+
+def _refuse_sharded(tree: Any) -> None:
+    """Flat buffers live on one device; a sharded leaf would be gathered there silently."""
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        if not isinstance(leaf, jax.Array) or isinstance(leaf, jax.core.Tracer):
+            continue  # under a trace the buffers are concatenated where jit places them
+        sharding = leaf.sharding
+        if leaf.committed and not sharding.is_fully_replicated:
+            raise ValueError(
+                f"flat.ravel: leaf {jax.tree_util.keystr(path)} is sharded across devices "
+                f"({sharding}); flat mode keeps one buffer per dtype on one device and would "
+                "gather it. Keep sharded params as a tree (the optimizer state follows their "
+                "sharding), or ravel only the replicated part."
+            )
 
 
 def buffer_masks(flat: FlatTree, mask: Any | Callable[[Any], Any]) -> list[Any]:

@@ -142,6 +142,7 @@ def scale_by_adam(
     mu_dtype: Any = None,
     *,
     nesterov: bool = False,
+    nu_dtype: Any = None,
 ) -> GradientTransformationExtraArgs:
     """Adam's scaling, without the learning rate (Kingma & Ba 2015).
 
@@ -151,7 +152,11 @@ def scale_by_adam(
         \\hat m_t = m_t/(1-b_1^t),\\ \\hat v_t = v_t/(1-b_2^t).
 
     With ``nesterov=True``, :math:`\\hat m_t = b_1 m_t/(1-b_1^{t+1}) + (1-b_1) g_t/(1-b_1^t)`
-    (Dozat 2016). ``mu_dtype`` sets the dtype of the first moment.
+    (Dozat 2016). ``mu_dtype`` and ``nu_dtype`` set the storage dtypes of the first and
+    second moments (default: the param's dtype). The arithmetic runs in float32 or wider
+    whatever they are, since the hyperparameters are float32; e.g. bf16 params with
+    ``nu_dtype=jnp.float32`` keep the second moment's small increments ``(1-b_2) g^2``
+    that bf16 storage would round away.
     """
     where = "scale_by_adam"
     check.check_decay(where, "b1", b1)
@@ -159,10 +164,11 @@ def scale_by_adam(
     check.check_non_negative(where, "eps", eps)
     check.check_non_negative(where, "eps_root", eps_root)
     check.check_dtype(where, "mu_dtype", mu_dtype)
+    check.check_dtype(where, "nu_dtype", nu_dtype)
     return rule_transform(
         rules.adam,
         ScaleByAdamState,
-        slots=[Slot("mu", 0.0, mu_dtype), Slot("nu")],
+        slots=[Slot("mu", 0.0, mu_dtype), Slot("nu", 0.0, nu_dtype)],
         hyperparams={"b1": b1, "b2": b2, "eps": eps, "eps_root": eps_root},
         decays=("b1", "b2"),
         static={"nesterov": nesterov},

@@ -164,3 +164,30 @@ def test_ravel_with_a_foreign_layout_is_an_error():
     packed = flat.ravel(make_params())
     with pytest.raises(ValueError, match=r"does not have the structure the `layout` describes"):
         flat.ravel({"x": jnp.ones(3)}, layout=packed.layout)
+
+
+def test_sharded_leaves_are_refused_not_gathered_silently():
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        """
+        import os
+        os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+        import jax, numpy as np
+        from jax.sharding import NamedSharding, PartitionSpec as P
+        from optim_fn import flat
+        mesh = jax.make_mesh((4,), ("data",))
+        sharded = jax.device_put(np.ones((4, 2), np.float32), NamedSharding(mesh, P("data")))
+        replicated = jax.device_put(np.ones((4, 2), np.float32), NamedSharding(mesh, P()))
+        assert len(flat.ravel({"r": replicated}).buffers) == 1
+        try:
+            flat.ravel({"w": sharded, "r": replicated})
+        except ValueError as error:
+            print(error)
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "leaf ['w'] is sharded across devices" in out.stdout

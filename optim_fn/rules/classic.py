@@ -30,12 +30,22 @@ def moving_average(value: Array, average: Array, decay: Array, one_minus_decay: 
     return one_minus_decay * value + decay * average
 
 
-def debias(average: Array, decay: Array, count: Array) -> Array:
-    """Bias correction of a moving average started at zero: ``average / (1 - decay^t)``."""
+def debias(
+    average: Array, decay: Array, count: Array, one_minus_decay: Array | None = None
+) -> Array:
+    """Bias correction of a moving average started at zero: ``average / (1 - decay^t)``.
+
+    Given ``one_minus_decay``, ``1 - decay^t`` is computed as
+    ``-expm1(t log1p(-(1 - decay)))``, accurate to a few ulps even in float32, where
+    ``1 - float32(0.999)^t`` is off by ~1e-5 relative (PyTorch computes it in double).
+    """
     # Multiply by the reciprocal explicitly: XLA:CPU rewrites a division by a broadcast
     # scalar into this for arrays but not for 0-d arrays, so writing it out makes the
     # result independent of how leaves are laid out (tree mode vs flat mode).
-    correction = (1 - decay**count).astype(average.dtype)
+    if one_minus_decay is None:
+        correction = (1 - decay**count).astype(average.dtype)
+    else:
+        correction = (-jnp.expm1(count * jnp.log1p(-one_minus_decay))).astype(average.dtype)
     return average * (1 / correction)
 
 
@@ -45,12 +55,23 @@ def scale_by_learning_rate(grad: Array, *, learning_rate: Array, flip_sign: bool
     return (step_size * grad,)
 
 
-def trace(grad: Array, trace: Array, *, momentum: Array, nesterov: bool) -> tuple:
+def trace(
+    grad: Array,
+    trace: Array,
+    *,
+    momentum: Array,
+    nesterov: bool,
+    dampening: Array | None = None,
+) -> tuple:
     """Heavy-ball momentum (Polyak 1964), optionally Nesterov (Sutskever et al. 2013).
 
     ``v_t = g_t + m v_{t-1}``; ``u_t = v_t``, or ``u_t = g_t + m v_t`` with Nesterov.
+    With ``dampening`` (PyTorch's SGD), ``v_t = (1 - dampening) g_t + m v_{t-1}``.
     """
-    new_trace = grad + momentum * trace
+    if dampening is None:
+        new_trace = grad + momentum * trace
+    else:
+        new_trace = (1 - dampening) * grad + momentum * trace
     update = grad + momentum * new_trace if nesterov else new_trace
     return update, new_trace
 
@@ -73,21 +94,27 @@ def adam(
     eps: Array,
     eps_root: Array,
     nesterov: bool,
+    nu_floor: Array | None = None,
+    precise_bias_correction: bool = False,
 ) -> tuple:
     """Adam (Kingma & Ba 2015, Algorithm 1); Nesterov form of Dozat (2016).
 
     ``m_t = b1 m + (1-b1) g``; ``v_t = b2 v + (1-b2)|g|^2``;
     ``m^ = m_t / (1-b1^t)`` (Nesterov: ``b1 m_t/(1-b1^{t+1}) + (1-b1) g/(1-b1^t)``);
     ``v^ = v_t / (1-b2^t)``; ``u = m^ / (sqrt(v^ + eps_root) + eps)``.
+    With ``nu_floor`` (PyTorch's AMSGrad: the running max of the raw ``v``), ``v^`` is
+    ``max(v_t, nu_floor) / (1-b2^t)``; the returned ``nu`` is still ``v_t``.
+    ``precise_bias_correction`` computes ``1 - b^t`` from ``1 - b`` (see :func:`debias`).
     """
     mu = moving_average(grad, mu, b1, one_minus_b1)
     nu = moving_average(abs_sq(grad), nu, b2, one_minus_b2)
+    second_moment = nu if nu_floor is None else jnp.maximum(nu, nu_floor)
     if nesterov:
         next_count = jnp.where(count < jnp.iinfo(count.dtype).max, count + 1, count)
         mu_hat = b1 * debias(mu, b1, next_count) + one_minus_b1 * debias(grad, b1, count)
     else:
-        mu_hat = debias(mu, b1, count)
-    nu_hat = debias(nu, b2, count)
+        mu_hat = debias(mu, b1, count, one_minus_b1 if precise_bias_correction else None)
+    nu_hat = debias(second_moment, b2, count, one_minus_b2 if precise_bias_correction else None)
     return mu_hat / (jnp.sqrt(nu_hat + eps_root) + eps), mu, nu
 
 
@@ -145,12 +172,15 @@ def stddev(
     return _inverse_root(variance, eps, eps_in_sqrt) * grad, mu, nu
 
 
-def rss(grad: Array, sum_of_squares: Array, *, eps: Array) -> tuple:
+def rss(grad: Array, sum_of_squares: Array, *, eps: Array, eps_in_sqrt: bool = True) -> tuple:
     """Adagrad's scaling (Duchi, Hazan & Singer 2011): the root of the sum of squares.
 
     ``s_t = s + |g|^2``; ``u = g / sqrt(s_t + eps)``, and 0 where ``s_t = 0``.
+    ``eps_in_sqrt=False`` gives PyTorch's ``g / (sqrt(s_t) + eps)``.
     """
     sum_of_squares = sum_of_squares + abs_sq(grad)
+    if not eps_in_sqrt:
+        return _inverse_root(sum_of_squares, eps, False) * grad, sum_of_squares
     scaling = jnp.where(sum_of_squares > 0, jax.lax.rsqrt(sum_of_squares + eps), 0.0)
     return scaling * grad, sum_of_squares
 

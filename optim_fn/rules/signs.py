@@ -61,15 +61,23 @@ def rprop(
     eta_plus: Array,
     min_step_size: Array,
     max_step_size: Array,
+    clamp_every_step: bool = False,
 ) -> tuple:
     """iRprop- (Igel & Hüsken 2000; Riedmiller & Braun 1993), not lagging a step.
 
     Where ``g_t g_{t-1} > 0``: ``D_t = min(eta_plus D, max_step_size)``; where ``< 0``:
     ``D_t = max(eta_minus D, min_step_size)`` and ``g_t`` is forgotten (set to 0); else
     ``D_t = D``. The update is ``u_t = D_t sign(g_t)`` (descend with a factor -1) and the
-    stored gradient is the (possibly forgotten) ``g_t``.
+    stored gradient is the (possibly forgotten) ``g_t``. ``clamp_every_step`` (PyTorch's
+    form) clips ``D_t`` to ``[min_step_size, max_step_size]`` everywhere, even where
+    ``g_t g_{t-1} = 0`` (it differs only for a ``D`` outside that range).
     """
     agreement = grad * prev_grad
+    if clamp_every_step:
+        factor = jnp.where(agreement > 0, eta_plus, jnp.where(agreement < 0, eta_minus, 1))
+        step_size = jnp.clip(step_size * factor, min_step_size, max_step_size)
+        grad = jnp.where(agreement < 0, jnp.zeros_like(grad), grad)
+        return step_size * jnp.sign(grad), step_size, grad
     grown = jnp.minimum(step_size * eta_plus, max_step_size)
     shrunk = jnp.maximum(step_size * eta_minus, min_step_size)
     step_size = jnp.where(agreement > 0, grown, jnp.where(agreement < 0, shrunk, step_size))
