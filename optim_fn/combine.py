@@ -21,6 +21,7 @@ from optim_fn.base import (
     with_extra_args,
 )
 from optim_fn.flat import FlatTree, buffer_masks, is_flat
+from optim_fn.tree_utils import replicate_scalars_like_params
 
 
 def chain(*transforms: GradientTransformation) -> GradientTransformationExtraArgs:
@@ -39,7 +40,9 @@ def chain(*transforms: GradientTransformation) -> GradientTransformationExtraArg
     parts = tuple(with_extra_args(t) for t in transforms)
 
     def init(params: Params) -> tuple:
-        return tuple(part.init(params) for part in parts)
+        # optax blocks (and ours that build scalars themselves) start with unplaced
+        # scalars; placing them like sharded params saves jit a second compilation.
+        return replicate_scalars_like_params(tuple(part.init(params) for part in parts), params)
 
     def update(updates: Updates, state: OptState, params: Params = None, **extra_args):
         if not isinstance(state, tuple) or len(state) != len(parts):

@@ -31,7 +31,12 @@ from optim_fn.base import (
     ScalarOrSchedule,
     compiled_when_eager,
 )
-from optim_fn.tree_utils import check_params, flatten_matching, tree_full_like
+from optim_fn.tree_utils import (
+    check_params,
+    flatten_matching,
+    replicate_scalars_like_params,
+    tree_full_like,
+)
 
 INT32_MAX = jnp.iinfo(jnp.int32).max
 
@@ -87,11 +92,12 @@ def rule_transform(
         check_params(params, name)
         dtype = hp.storage_dtype(params)
         slot_trees = {s.name: tree_full_like(params, s.initial_value, s.dtype) for s in slots}
-        return state_type(
+        state = state_type(
             count=jnp.zeros([], jnp.int32),
             **slot_trees,
             hyperparams=hp.init_hyperparams(specs, decay_names, dtype),
         )
+        return replicate_scalars_like_params(state, params)
 
     def update(grads, state, params=None, **extra_args):
         del extra_args

@@ -98,3 +98,35 @@ def flatten_matching(reference: Any, reference_name: str, **others: Any):
                 )
         flat[name] = [leaf for _, leaf in with_paths]
     return treedef, ref_leaves, flat
+
+
+def replicate_scalars_like_params(state: Any, params: Any) -> Any:
+    """Places the unplaced leaves of ``state`` replicated on the mesh of sharded ``params``.
+
+    Slots are created with their param's sharding, but scalars (the step count,
+    hyperparameters) start unplaced; a jitted step returns them replicated on the mesh,
+    so without this its second call would see new input shardings and compile again.
+    Does nothing when no param is committed to a multi-device, fully addressable mesh.
+    """
+    mesh = None
+    for leaf in jax.tree.leaves(params):
+        if isinstance(leaf, jax.Array) and not isinstance(leaf, jax.core.Tracer):
+            sharding = leaf.sharding
+            if (
+                leaf.committed
+                and isinstance(sharding, jax.sharding.NamedSharding)
+                and sharding.is_fully_addressable
+            ):
+                mesh = sharding.mesh
+                break
+    if mesh is None or mesh.size == 1:
+        return state
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+    def place(leaf):
+        if isinstance(leaf, jax.Array) and not isinstance(leaf, jax.core.Tracer):
+            if not leaf.committed:
+                return jax.device_put(leaf, replicated)
+        return leaf
+
+    return jax.tree.map(place, state)
