@@ -5,8 +5,8 @@ the loss between them, with data-dependent stopping tests. This port keeps that 
 flow in Python, so ``update`` runs eagerly (not under ``jax.jit``), as torch's step does;
 the loss function is an extra argument: ``update(grads, state, params, loss_fn=f)`` with
 ``f(params) -> scalar loss`` (``grads`` are those of ``f`` at ``params``, or None).
-The update returned is ``new_params - params``. ``line_search_fn="strong_wolfe"`` is not
-implemented yet.
+The update returned is ``new_params - params``. ``line_search_fn="strong_wolfe"`` runs
+torch's strong-Wolfe line search (``lbfgs_strong_wolfe``) instead of the fixed step.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from optim_fn.base import GradientTransformationExtraArgs
+from optim_fn.torch.lbfgs_strong_wolfe import strong_wolfe
 
 
 class LBFGSState(NamedTuple):
@@ -46,19 +47,21 @@ def LBFGS(  # noqa: N802 - torch's class name
     history_size: int = 100,
     line_search_fn: str | None = None,
 ) -> GradientTransformationExtraArgs:
-    """``torch.optim.LBFGS`` (Nocedal 1980; Liu & Nocedal 1989), fixed step ``lr``.
+    """``torch.optim.LBFGS`` (Nocedal 1980; Liu & Nocedal 1989), fixed step ``lr`` or strong Wolfe.
 
     Two-loop recursion over the last ``history_size`` pairs
     :math:`(s_i, y_i)` with :math:`y_i^T s_i > 10^{-10}`, initial scaling
     :math:`H_0 = y^T s / y^T y`; the first iteration's step is
     :math:`\\min(1, 1/\\|g\\|_1)\\,\\eta`. Stops as torch on ``max_iter``, ``max_eval``
     (default ``max_iter * 5 // 4``), ``tolerance_grad`` (max |g|) and ``tolerance_change``.
-    Defaults as torch. The step's first loss is kept in ``state.loss``.
+    With ``line_search_fn="strong_wolfe"`` that step is only the line search's first trial
+    (torch's ``_strong_wolfe``: c1=1e-4, c2=0.9, cubic interpolation, at most the evaluations
+    left in ``max_eval``). Defaults as torch. The step's first loss is kept in ``state.loss``.
     """
-    if line_search_fn is not None:
+    if line_search_fn not in (None, "strong_wolfe"):
         raise ValueError(
-            f"LBFGS: `line_search_fn`={line_search_fn!r} is not implemented in optim_fn.torch "
-            "yet; use line_search_fn=None (or optim_fn.lbfgs for a zoom line search)"
+            f"LBFGS: `line_search_fn`={line_search_fn!r} is not supported; use None or "
+            "'strong_wolfe' (as torch)"
         )
     if max_eval is None:
         max_eval = max_iter * 5 // 4
@@ -78,6 +81,11 @@ def LBFGS(  # noqa: N802 - torch's class name
         flat, unravel = ravel_pytree(params)
         value_and_grad = jax.jit(jax.value_and_grad(lambda x: loss_fn(unravel(x))))
         x = flat
+
+        def directional_evaluate(x0, step, direction):
+            loss_at, grad_at = value_and_grad(x0 + step * direction)
+            return float(loss_at), grad_at
+
         loss, g = value_and_grad(x)
         orig_loss = loss
         s = state._asdict()
@@ -121,11 +129,18 @@ def LBFGS(  # noqa: N802 - torch's class name
             gtd = jnp.dot(g, d)
             if float(gtd) > -tolerance_change:
                 break
-            x = x + t * d
-            evals = 0
-            if n_iter != max_iter:
-                loss, g = value_and_grad(x)
-                evals = 1
+            if line_search_fn == "strong_wolfe":
+                loss, g, t, evals = strong_wolfe(
+                    directional_evaluate, x, t, d, float(loss), g, float(gtd),
+                    max_ls=max_eval - current_evals,
+                )
+                x = x + t * d
+            else:
+                x = x + t * d
+                evals = 0
+                if n_iter != max_iter:
+                    loss, g = value_and_grad(x)
+                    evals = 1
             current_evals += evals
             s["func_evals"] += evals
             if n_iter == max_iter or current_evals >= max_eval:
