@@ -198,11 +198,13 @@ def radam(
     threshold: Array,
     nesterov: bool,
     eps_on_raw_nu: bool = False,
+    strict_threshold: bool = False,
 ) -> tuple:
     """RAdam (Liu et al. 2020, Algorithm 2): Adam with a rectified adaptive step.
 
     ``eps_on_raw_nu`` (PyTorch's placement) divides by ``(sqrt(v_t) + eps) / sqrt(1-b2^t)``
-    instead of ``sqrt(v^_t) + eps``, with both bias corrections computed from ``1 - b``.
+    instead of ``sqrt(v^_t) + eps``, with both bias corrections computed from ``1 - b``;
+    ``strict_threshold`` (PyTorch's) rectifies when ``rho_t > threshold`` rather than ``>=``.
 
     ``rho_inf = 2/(1-b2) - 1``, ``rho_t = rho_inf - 2 t b2^t / (1-b2^t)``; when
     ``rho_t >= threshold``, ``u = r_t m^_t / (sqrt(v^_t + eps_root) + eps)`` with
@@ -216,16 +218,17 @@ def radam(
     # Clamped so the branch that `where` discards cannot make a NaN (rho < 4 early on).
     ratio = (rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho)
     rectifier = jnp.sqrt(jnp.maximum(ratio, 0))
+    rectify = rho > threshold if strict_threshold else rho >= threshold
     if eps_on_raw_nu and not nesterov:
         mu_hat = debias(mu, b1, count, one_minus_b1)
         root_correction = jnp.sqrt(-jnp.expm1(count * jnp.log1p(-one_minus_b2)))
         scaling = root_correction.astype(mu_hat.dtype) / (jnp.sqrt(nu + eps_root) + eps)
         adaptive = mu_hat * rectifier.astype(mu_hat.dtype) * scaling
-        return jnp.where(rho >= threshold, adaptive, mu_hat), mu, nu
+        return jnp.where(rectify, adaptive, mu_hat), mu, nu
     mu_hat = first_moment_hat(mu, grad, b1, one_minus_b1, count, nesterov)
     nu_hat = debias(nu, b2, count)
     adaptive = rectifier.astype(mu_hat.dtype) * mu_hat / (jnp.sqrt(nu_hat + eps_root) + eps)
-    return jnp.where(rho >= threshold, adaptive, mu_hat), mu, nu
+    return jnp.where(rectify, adaptive, mu_hat), mu, nu
 
 
 def adan(

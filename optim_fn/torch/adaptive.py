@@ -110,8 +110,7 @@ def _radam_rule(
     direction, exp_avg, exp_avg_sq = rules.radam(
         g, exp_avg, exp_avg_sq, count=count, b1=beta1, one_minus_b1=one_minus_beta1,
         b2=beta2, one_minus_b2=one_minus_beta2, eps=eps, eps_root=0.0,
-        # torch rectifies when rho_t > 5 (strictly); rho_t is never exactly 5 in practice.
-        threshold=5.0, nesterov=False, eps_on_raw_nu=True,
+        threshold=5.0, nesterov=False, eps_on_raw_nu=True, strict_threshold=True,
     )
     update = _decoupled(-lr * direction, param, lr, weight_decay, decoupled_weight_decay)
     return update, exp_avg, exp_avg_sq
