@@ -386,3 +386,57 @@ def test_validation_errors_match_torch(name, kwargs):
     assert str(theirs.value) in message
     assert message.startswith(f"{name}: ")
     assert "`" in message  # names the argument
+
+
+# PyTorch's own optimizer test database (torch/testing/_internal/common_optimizers.py,
+# optim_inputs_func, CPU configurations; lr-only and Tensor-lr entries are covered by the lr
+# switch above, LBFGS / Muon / SparseAdam by their own test files), in float64.
+OPTIM_DB_CONFIGS = [
+    *[("Adadelta", c) for c in [{}, {"weight_decay": 0.1}, {"maximize": True},
+                                {"weight_decay": 0.1, "maximize": True},
+                                {"rho": 0.95, "weight_decay": 0.9}]],
+    *[("Adafactor", c) for c in [{}, {"weight_decay": 0.1},
+                                 {"weight_decay": 0.1, "maximize": True},
+                                 {"beta2_decay": -1.0}, {"d": 1.5}]],
+    *[("Adagrad", c) for c in [{}, {"weight_decay": 0.1},
+                               {"weight_decay": 0.1, "maximize": True},
+                               {"initial_accumulator_value": 0.1, "weight_decay": 0.1},
+                               {"lr_decay": 0.5, "weight_decay": 0.1}]],
+    *[(name, c) for name in ("Adam", "AdamW") for c in [
+        {}, {"weight_decay": 0.1}, {"weight_decay": 0.1, "maximize": True},
+        {"weight_decay": 0.1, "amsgrad": True}]],
+    *[("Adamax", c) for c in [{}, {"weight_decay": 0.1}, {"maximize": True},
+                              {"weight_decay": 0.1, "maximize": True}]],
+    *[("ASGD", c) for c in [{}, {"lambd": 0.1}, {"t0": 100}, {"maximize": True},
+                            {"weight_decay": 0.1}, {"weight_decay": 0.1, "maximize": True}]],
+    *[("NAdam", c) for c in [{}, {"momentum_decay": 0.006}, {"weight_decay": 0.1},
+                             {"weight_decay": 0.1, "momentum_decay": 0.006},
+                             {"weight_decay": 0.1, "momentum_decay": 0.006,
+                              "decoupled_weight_decay": True},
+                             {"weight_decay": 0.1, "maximize": True}]],
+    *[("RAdam", c) for c in [{}, {"eps": 1e-6}, {"weight_decay": 0.1},
+                             {"weight_decay": 0.1, "decoupled_weight_decay": True},
+                             {"weight_decay": 0.1, "maximize": True}]],
+    *[("RMSprop", c) for c in [{}, {"weight_decay": 0.1}, {"maximize": True},
+                               {"weight_decay": 0.1, "centered": True},
+                               {"weight_decay": 0.1, "centered": True, "momentum": 0.1},
+                               {"weight_decay": 0.1, "centered": True, "momentum": 0.1,
+                                "maximize": True}]],
+    *[("Rprop", c) for c in [{}, {"etas": (0.5, 1.5)}, {"step_sizes": (2e-6, 100)},
+                             {"maximize": True}]],
+    *[("SGD", c) for c in [{}, {"weight_decay": 0.5}, {"momentum": 0.9},
+                           {"weight_decay": 0.1, "maximize": True},
+                           {"momentum": 0.9, "dampening": 0.5},
+                           {"momentum": 0.9, "weight_decay": 0.1},
+                           {"momentum": 0.9, "nesterov": True, "weight_decay": 0.1}]],
+]
+
+
+@pytest.mark.parametrize(
+    "name,kwargs",
+    OPTIM_DB_CONFIGS,
+    ids=[f"{n}-{i}" for i, (n, _) in enumerate(OPTIM_DB_CONFIGS)],
+)
+def test_pytorch_optim_db_configurations_match_torch(name, kwargs):
+    error = _compare(name, kwargs, np.float64)
+    assert error <= TOLERANCE[np.float64], (name, kwargs, error)
