@@ -131,12 +131,23 @@ class JaxRunner:
         return self.params
 
 
+def torch_device() -> str:
+    """torch runs where jax does: on the GPU when jax's default backend is one."""
+    if torch is not None and jax.default_backend() == "gpu" and torch.cuda.is_available():
+        return "cuda"
+    return "cpu"
+
+
 class TorchRunner:
     def __init__(self, name: str, mode: str, shapes, grads_np):
         torch.manual_seed(0)
-        self.params = [torch.zeros(s, dtype=torch.float32, requires_grad=True) for s in shapes.values()]
+        self.device = torch_device()
+        self.params = [
+            torch.zeros(s, dtype=torch.float32, device=self.device, requires_grad=True)
+            for s in shapes.values()
+        ]
         for p, g in zip(self.params, grads_np.values(), strict=True):
-            p.grad = torch.from_numpy(np.asarray(g)).clone()
+            p.grad = torch.from_numpy(np.asarray(g)).to(self.device)
         flags = {"foreach": True} if mode == "foreach" else {"fused": True}
         self.clip = name == "clip_adamw"
         if name == "sgd_momentum":
@@ -154,6 +165,8 @@ class TorchRunner:
             if self.clip:
                 torch.nn.utils.clip_grad_norm_(self.params, 1.0, foreach=True)
             self.optimizer.step()
+        if self.device == "cuda":  # the timer must see the kernels finish, as jax's does
+            torch.cuda.synchronize()
         return None
 
 
@@ -347,6 +360,10 @@ def main(argv=None) -> int:
                         help="also time optax's eager init on the small-leaf tree (slow)")
     parser.add_argument("--trees", default=None,
                         help="comma-separated subset of: one_leaf, resnet50_like, small_leaves, transformer_like")
+    parser.add_argument("--small-leaves", type=int, default=None,
+                        help="leaves of the small-leaf tree (default 2000, quick 50)")
+    parser.add_argument("--distinct", type=int, default=None,
+                        help="leaves of distinct shapes in the update-compile comparison (default 1000)")
     parser.add_argument("--name", default=None, help="JSON file name (default quick/full)")
     parser.add_argument("--sections", default="steps,train,compile,eager,init,curve",
                         help="comma-separated subset of the measurements to run")
@@ -359,7 +376,7 @@ def main(argv=None) -> int:
     if with_torch:
         torch.set_num_threads(os.cpu_count() or 1)
     counts = [int(c) for c in (args.curve or ("10,50" if quick else "10,100,1000,5000")).split(",")]
-    all_shapes = trees.all_trees(quick)
+    all_shapes = trees.all_trees(quick, args.small_leaves)
     chosen = args.trees.split(",") if args.trees else list(all_shapes)
     unknown = sorted(set(chosen) - set(all_shapes))
     if unknown:
@@ -386,7 +403,7 @@ def main(argv=None) -> int:
               f"step {flat_r['step_ms'] / optax_r['step_ms']:.3f}x")
 
     if "compile" in sections:
-        distinct = trees.distinct_vectors(50 if quick else 1000)
+        distinct = trees.distinct_vectors(args.distinct or (50 if quick else 1000))
         update_compile = update_compile_comparison(distinct)
         print(f"\nCompile of the AdamW update, {len(distinct)} leaves of distinct shapes:")
         for name, seconds in update_compile.items():
@@ -419,7 +436,8 @@ def main(argv=None) -> int:
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                     "jax": jax.__version__, "optax": optax.__version__,
                     "torch": None if torch is None else torch.__version__,
-                    "device": str(jax.devices()[0])},
+                    "device": str(jax.devices()[0]),
+                    "torch_device": None if torch is None else torch_device()},
         "bandwidth_gb_per_s": bandwidth,
         "steps": rows,
         "train_step": train,

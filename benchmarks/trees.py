@@ -80,18 +80,18 @@ def same_vectors(count: int, floats: int = 100) -> dict[str, tuple[int, ...]]:
     return {f"leaf{i:05d}": (floats,) for i in range(count)}
 
 
-def all_trees(quick: bool) -> dict[str, dict[str, tuple[int, ...]]]:
+def all_trees(quick: bool, small_leaves: int | None = None) -> dict[str, dict[str, tuple[int, ...]]]:
     if quick:
         return {
             "one_leaf": one_leaf(0.04),
             "resnet50_like": resnet50_like(0.04, stages=1),
-            "small_leaves": many_small_leaves(50),
+            "small_leaves": many_small_leaves(small_leaves or 50),
             "transformer_like": transformer_like(64, blocks=2, vocab=512),
         }
     return {
         "one_leaf": one_leaf(1.0),
         "resnet50_like": resnet50_like(1.0),
-        "small_leaves": many_small_leaves(2000),
+        "small_leaves": many_small_leaves(small_leaves or 2000),
         "transformer_like": transformer_like(512),
     }
 
