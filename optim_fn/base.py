@@ -106,3 +106,16 @@ def compiled_when_eager(update: Callable) -> Callable:
         return jitted(updates, state, params, **extra_args)
 
     return wrapper
+
+
+def fresh_value(new: Array, previous: Array) -> Array:
+    """``new``, as the next value of a state field whose ``previous`` value is not read.
+
+    Why: ``jax.jit`` drops arguments that nothing reads, then pairs each donated buffer
+    with the next output of the same shape and dtype. A dropped scalar (e.g. a norm kept
+    for logging) shifts the pairing of every later scalar of the state, and XLA copies
+    each mismatched one: one kernel launch per scalar per step on a GPU. Selecting
+    between ``new`` and ``new`` on a test of ``previous`` keeps the argument alive; XLA
+    folds the select away, so nothing is computed.
+    """
+    return jax.lax.select(jnp.isnan(previous), new, new)

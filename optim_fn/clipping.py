@@ -37,6 +37,7 @@ from optim_fn.base import (
     ScalarOrSchedule,
     Updates,
     compiled_when_eager,
+    fresh_value,
 )
 from optim_fn.flat import check_not_flat
 from optim_fn.hyperparams import Hyperparams
@@ -270,7 +271,7 @@ def clip_by_global_norm(max_norm: ScalarOrSchedule) -> GradientTransformationExt
         clipped = jax.tree.map(lambda u: (u * factor).astype(u.dtype), updates)
         new_state = ClipByGlobalNormState(
             count=safe_increment(state.count),
-            global_norm=norm.astype(state.global_norm.dtype),
+            global_norm=fresh_value(norm.astype(state.global_norm.dtype), state.global_norm),
             hyperparams=hyperparams,
         )
         return clipped, new_state

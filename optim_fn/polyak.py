@@ -18,6 +18,7 @@ from optim_fn.base import (
     GradientTransformationExtraArgs,
     ScalarOrSchedule,
     compiled_when_eager,
+    fresh_value,
 )
 from optim_fn.combine import chain
 from optim_fn.hyperparams import Hyperparams
@@ -102,7 +103,8 @@ def scale_by_polyak(
             jnp.minimum(gap / denominator, values["max_learning_rate"]),
         )
         scaled = jax.tree.map(lambda u: (step * u).astype(u.dtype), updates)
-        return scaled, ScaleByPolyakState(safe_increment(state.count), step, hyperparams_now)
+        step_size = fresh_value(step, state.step_size)
+        return scaled, ScaleByPolyakState(safe_increment(state.count), step_size, hyperparams_now)
 
     return GradientTransformationExtraArgs(init, compiled_when_eager(update))
 

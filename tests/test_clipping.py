@@ -3,6 +3,8 @@ including zero, infinite and NaN gradients."""
 
 from __future__ import annotations
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,6 +12,7 @@ import optax
 import pytest
 
 import optim_fn
+import optim_fn.contrib
 
 INF, NAN = float("inf"), float("nan")
 
@@ -255,3 +258,33 @@ def test_per_example_layer_norm_clip_against_optax(uniform):
 def test_bad_input_raises_naming_the_argument(make, error, pattern):
     with pytest.raises(error, match=pattern):
         make()
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: optim_fn.chain(optim_fn.clip_by_global_norm(1.0), optim_fn.adamw(1e-3)),
+        lambda: optim_fn.polyak_sgd(),
+        lambda: optim_fn.contrib.dog(),
+        lambda: optim_fn.contrib.dowg(),
+    ],
+    ids=["clip_by_global_norm+adamw", "polyak_sgd", "dog", "dowg"],
+)
+def test_donated_step_copies_no_state_scalar(make):
+    # A state field written but never read (a norm or step size kept for logging) is an
+    # argument jax.jit drops; the donated scalars after it then pair with the wrong
+    # outputs and XLA copies each one (a kernel launch per scalar per step on a GPU).
+    optimizer = make()
+    params = {"w": jnp.ones((4, 3)), "b": jnp.ones((3,))}
+
+    def step(params, state, grads):
+        # `value` (the loss) is read by polyak_sgd and ignored by the others.
+        updates, state = optimizer.update(grads, state, params, value=jnp.sum(grads["b"]))
+        return optim_fn.apply_updates(params, updates), state
+
+    state = optimizer.init(params)
+    text = jax.jit(step, donate_argnums=(0, 1)).lower(params, state, params).compile().as_text()
+    entry = text[text.index("ENTRY") :]
+    scalar_copies = re.findall(r"= [fs]32\[\] copy\(", entry)
+    assert not scalar_copies, entry
+

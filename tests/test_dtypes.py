@@ -123,12 +123,15 @@ def test_bf16_adam_moment_dtypes_match_reference(mu_dtype, nu_dtype):
         param_dtype=ml_dtypes.bfloat16,
     )
     # One bf16 ulp (2^-8 relative): float32 rounding-order differences may flip a rounding.
+    # XLA:GPU keeps bf16 intermediates of a fusion in float32 (xla_allow_excess_precision),
+    # so a value stored in bf16 state may differ by one more ulp there.
+    rtol = 2**-7 if jax.default_backend() == "cpu" else 2**-6
     for got, want in zip(ours, ref, strict=True):
-        np.testing.assert_allclose(got, want.astype(np.float32), rtol=2**-7, atol=1e-7)
+        np.testing.assert_allclose(got, want.astype(np.float32), rtol=rtol, atol=1e-7)
     np.testing.assert_allclose(np.asarray(state[0].mu, np.float32), ref_mu.astype(np.float32),
-                               rtol=2**-7, atol=1e-6)
+                               rtol=rtol, atol=1e-6)
     np.testing.assert_allclose(np.asarray(state[0].nu, np.float32), ref_nu.astype(np.float32),
-                               rtol=2**-7, atol=1e-6)
+                               rtol=rtol, atol=1e-6)
 
 
 def test_nu_dtype_float32_keeps_small_second_moment_increments():

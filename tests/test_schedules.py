@@ -197,15 +197,24 @@ def test_schedule_matches_closed_form_elementwise(name, closed_form, kwargs):
 
 @pytest.mark.parametrize("name, closed_form, kwargs", CASES, ids=IDS)
 def test_schedule_matches_optax(name, closed_form, kwargs):
-    del closed_form
     ours = evaluate(getattr(optim_fn, name)(**kwargs))
     # optax's reference is evaluated op by op: under jit its polynomial schedule with a
     # fractional power returns NaN after the transition (see the test below).
     reference = evaluate(getattr(optax, name)(**kwargs), jit=False)
     # Relative to the schedule's scale: optax's own float32 rounding near zero values
     # (e.g. the tail of a cosine) exceeds 1e-6 of the value itself; see the next test.
-    error = np.abs(ours - reference).max() / np.abs(reference).max()
-    assert error <= 1e-6, f"{name}: max |ours - optax| / max|optax| = {error:.2e}"
+    scale = np.abs(reference).max()
+    error = np.abs(ours - reference).max() / scale
+    if error > 1e-6:
+        # Seen on GPUs only: optax's eager float32 `(1 - t/T)**0.5` is 2.4e-4 off there.
+        # Then optax is the one that is wrong: ours must be the closer to the closed form.
+        exact = np.array([closed_form(int(t), **kwargs) for t in STEPS])
+        ours_off = np.abs(ours - exact).max() / scale
+        optax_off = np.abs(reference - exact).max() / scale
+        assert ours_off <= 1e-6 and ours_off < optax_off, (
+            f"{name}: max |ours - optax| / max|optax| = {error:.2e}; from the closed form: "
+            f"ours {ours_off:.2e}, optax {optax_off:.2e}"
+        )
     np.testing.assert_allclose(ours[0], reference[0], rtol=1e-6)
 
 

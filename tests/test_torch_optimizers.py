@@ -187,6 +187,10 @@ def test_matches_torch_step_by_step(name, kwargs, dtype):
         # NAdam's step coefficients (1-mu)/(1-P), mu'/(1-P mu') are float32 here and
         # Python doubles in torch: measured up to 1.04e-6 over 60 steps.
         tolerance = 2e-6
+    if jax.default_backend() != "cpu" and dtype in (np.float32, np.complex64):
+        # XLA:GPU contracts a*b+c into fused multiply-adds: one rounding fewer per step than
+        # torch's CPU kernels, measured up to 1.2e-6 over 60 steps on an H100.
+        tolerance = max(tolerance, 4e-6)
     assert error <= tolerance, (name, kwargs, error)
 
 

@@ -15,6 +15,7 @@ from optim_fn.base import (
     GradientTransformationExtraArgs,
     ScalarOrSchedule,
     compiled_when_eager,
+    fresh_value,
     identity,
 )
 from optim_fn.combine import chain
@@ -116,7 +117,7 @@ def scale_by_dog(
             state.init_params,
             max_dist,
             sum_sq,
-            step,
+            fresh_value(step, state.learning_rate),
             hyperparams_now,
         )
         return _scaled(updates, step), new_state
@@ -207,7 +208,7 @@ def scale_by_dowg(
             state.init_params,
             weighted,
             estim_sq_dist,
-            step,
+            fresh_value(step, state.learning_rate),
             hyperparams_now,
         )
         return _scaled(updates, step), new_state
