@@ -166,7 +166,9 @@ def test_ravel_with_a_foreign_layout_is_an_error():
         flat.ravel({"x": jnp.ones(3)}, layout=packed.layout)
 
 
-def test_sharded_leaves_are_refused_not_gathered_silently():
+def test_sharded_leaves_stay_on_their_devices_and_mixed_meshes_are_refused():
+    """A sharded leaf goes to a 2-d buffer whose rows are its shards (the 8-device checks
+    are in tests/test_sharding.py); leaves on two meshes cannot share a FlatTree."""
     import subprocess
     import sys
     import textwrap
@@ -179,15 +181,29 @@ def test_sharded_leaves_are_refused_not_gathered_silently():
         from jax.sharding import NamedSharding, PartitionSpec as P
         from optim_fn import flat
         mesh = jax.make_mesh((4,), ("data",))
-        sharded = jax.device_put(np.ones((4, 2), np.float32), NamedSharding(mesh, P("data")))
-        replicated = jax.device_put(np.ones((4, 2), np.float32), NamedSharding(mesh, P()))
-        assert len(flat.ravel({"r": replicated}).buffers) == 1
+        host = np.arange(8.0, dtype=np.float32).reshape(4, 2)
+        sharded = jax.device_put(host, NamedSharding(mesh, P("data")))
+        replicated = jax.device_put(np.ones(3, np.float32), NamedSharding(mesh, P()))
+        packed = flat.ravel({"w": sharded, "r": replicated})
+        print(packed)
+        one_d, two_d = packed.buffers
+        assert one_d.sharding.is_fully_replicated and one_d.sharding.mesh == mesh
+        assert two_d.shape == (4, 2) and two_d.sharding.spec == P("data", None)
+        for shard in two_d.addressable_shards:
+            own = [s for s in sharded.addressable_shards if s.device == shard.device][0]
+            assert np.array_equal(np.asarray(shard.data), np.asarray(own.data).reshape(1, 2))
+        back = packed.unravel()
+        assert back["w"].sharding.is_equivalent_to(sharded.sharding, 2)
+        assert np.array_equal(np.asarray(back["w"]), host)
+        pair = jax.make_mesh((2,), ("data",), devices=jax.devices()[:2])
+        other = jax.device_put(np.ones((2, 2), np.float32), NamedSharding(pair, P("data")))
         try:
-            flat.ravel({"w": sharded, "r": replicated})
+            flat.ravel({"w": sharded, "x": other})
         except ValueError as error:
             print(error)
         """
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    assert "leaf ['w'] is sharded across devices" in out.stdout
+    assert "FlatTree(2 leaves in -:float32[3], -:float32[4x2] over data)" in out.stdout
+    assert "leaves ['w'] and ['x'] are placed on different meshes" in out.stdout

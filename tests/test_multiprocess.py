@@ -2,9 +2,11 @@
 
 The test launches two worker processes (this file run as a script), which join one
 8-device mesh through ``jax.distributed.initialize``; params are FSDP-sharded over all
-8 devices (so each process holds half of them), and a second run uses ZeRO-1
-(``optim_fn.sharding.partition_state``) with replicated params. Process 0 gathers the
-final params and writes them out; the test compares them with a single-process run.
+8 devices (so each process holds half of them), a second run packs the same sharded
+params in flat mode (``optim_fn.flat.ravel``: each device keeps its own shards), and a
+third uses ZeRO-1 (``optim_fn.sharding.partition_state``) with replicated params. Process
+0 gathers the final params and writes them out; the test compares them with a
+single-process run.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ def worker(process_id: int, port: int, out_path: str) -> None:
     from jax.experimental import multihost_utils
     from jax.sharding import NamedSharding, PartitionSpec
 
-    from optim_fn import sharding
+    from optim_fn import flat, sharding
 
     assert jax.device_count() == 8 and jax.local_device_count() == 4
     mesh = jax.make_mesh((8,), ("data",))
@@ -83,6 +85,14 @@ def worker(process_id: int, port: int, out_path: str) -> None:
 
     fsdp_specs = {"w": PartitionSpec("data"), "b": PartitionSpec()}
     fsdp, _ = train(host_params(), make_optimizer(), place_with(fsdp_specs))
+    flat_fsdp, flat_state = train(
+        host_params(), make_optimizer(), lambda tree: flat.ravel(place_with(fsdp_specs)(tree))
+    )
+    # The split buffer is 2-d, one row per device: this process holds 4 of its 8 rows.
+    (split,) = [b for b in flat_fsdp.buffers if b.ndim == 2]
+    assert split.shape[0] == 8 and len(split.addressable_shards) == 4
+    flat_fsdp = flat_fsdp.unravel()
+    assert flat_fsdp["w"].sharding.spec == fsdp["w"].sharding.spec
     zero1_optimizer = sharding.partition_state(make_optimizer(), mesh, "data")
     zero1, zero1_state = train(
         host_params(), zero1_optimizer, place_with({k: PartitionSpec() for k in SHAPES})
@@ -93,7 +103,7 @@ def worker(process_id: int, port: int, out_path: str) -> None:
     assert len(slot_bytes) == 4 and set(slot_bytes.values()) == {full // 8}, slot_bytes
     gathered = {
         f"{run}_{k}": np.asarray(multihost_utils.process_allgather(v, tiled=True))
-        for run, tree in (("fsdp", fsdp), ("zero1", zero1))
+        for run, tree in (("fsdp", fsdp), ("flat", flat_fsdp), ("zero1", zero1))
         for k, v in tree.items()
     }
     # Each process held a part of the FSDP params: the gather must have brought them all.
@@ -143,7 +153,7 @@ def test_two_processes_match_single_process(tmp_path):
 
     expected, _ = train(host_params(), make_optimizer(), on_one_device)
     with np.load(out_path) as result:
-        for run in ("fsdp", "zero1"):
+        for run in ("fsdp", "flat", "zero1"):
             for key in SHAPES:
                 got = result[f"{run}_{key}"]
                 assert got.shape == SHAPES[key]
