@@ -47,6 +47,15 @@ REGRESSIONS = [linear_regression(), logistic_regression()]
 TWO_D = FUNCTIONS + REGRESSIONS
 
 
+@pytest.fixture(autouse=True)
+def full_precision_matmuls():
+    """float32 matmuls in float32. On GPUs jax's default is TF32 (10-bit mantissa): the MLP's
+    hand-written backprop, a vmapped sweep and a separate run then round differently
+    (4.7e-4 relative on an H100), which is the precision setting, not the code."""
+    with jax.default_matmul_precision("highest"):
+        yield
+
+
 @pytest.fixture(scope="module")
 def digits():
     return digits_mlp(hidden=8)

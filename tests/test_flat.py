@@ -203,7 +203,11 @@ def test_sharded_leaves_stay_on_their_devices_and_mixed_meshes_are_refused():
             print(error)
         """
     )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    import os
+
+    # Simulated devices are CPU devices: on a GPU machine jax would default to its one GPU.
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr
     assert "FlatTree(2 leaves in -:float32[3], -:float32[4x2] over data)" in out.stdout
     assert "leaves ['w'] and ['x'] are placed on different meshes" in out.stdout

@@ -150,7 +150,10 @@ def test_strong_wolfe_matches_torch_step_by_step(objective, kwargs):
             torch_state = opt.state[x_t]
             assert state.n_iter == torch_state["n_iter"]
             assert state.func_evals == torch_state["func_evals"]
-            np.testing.assert_allclose(float(state.t), float(torch_state["t"]), rtol=1e-10)
+            # On a GPU XLA sums float64 dot products in another order than torch's CPU
+            # kernels: the line search's step differs by up to 1.4e-10 there (H100).
+            t_rtol = 1e-10 if jax.default_backend() == "cpu" else 1e-9
+            np.testing.assert_allclose(float(state.t), float(torch_state["t"]), rtol=t_rtol)
             # The search must have moved off the first trial step or tried several steps
             # (more evaluations than iterations) somewhere, or this tests nothing.
             searched |= float(state.t) != lr
