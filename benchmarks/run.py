@@ -147,7 +147,7 @@ class TorchRunner:
             for s in shapes.values()
         ]
         for p, g in zip(self.params, grads_np.values(), strict=True):
-            p.grad = torch.from_numpy(np.asarray(g)).to(self.device)
+            p.grad = torch.tensor(np.asarray(g), device=self.device)
         flags = {"foreach": True} if mode == "foreach" else {"fused": True}
         self.clip = name == "clip_adamw"
         if name == "sgd_momentum":
