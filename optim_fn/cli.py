@@ -21,6 +21,7 @@ examples:
   optim-fn compare --problems rosenbrock quadratic:condition_number=100 --steps 500
   optim-fn compare --optimizers sgd adam:learning_rate=3e-3 adam:learning_rate=3e-2
   optim-fn compare --problems linear --batch stochastic --seeds 5
+  optim-fn compare --problems rosenbrock:start=-1.5/2 himmelblau:start=0/0
   optim-fn list
 """
 

@@ -130,6 +130,17 @@ def test_small_run_with_options(tmp_path, capsys):
     assert "sweep" not in runs["sgd"]
 
 
+def test_a_2d_problem_starts_where_the_command_line_says(tmp_path):
+    code = cli.main([
+        "compare", "--problems", "rosenbrock:start=-1.5/2", "--optimizers", "sgd",
+        "--steps", "5", "--sweep-points", "0", "--no-plots", "--no-progress",
+        "--output", str(tmp_path),
+    ])
+    assert code == 0
+    run = json.loads((tmp_path / "histories.json").read_text())["problems"]["rosenbrock"]
+    assert run["runs"]["sgd"]["params"][0][0] == [-1.5, 2.0]
+
+
 @pytest.mark.parametrize("args,message", [
     (["--optimizers", "adamx"], "valid optimizers: " + ", ".join(OPTIMIZERS)),
     (["--problems", "banana"], "valid problems: rosenbrock, beale, himmelblau"),
@@ -137,6 +148,9 @@ def test_small_run_with_options(tmp_path, capsys):
     (["--optimizers", "adam:lr=3e-3"], "valid options: learning_rate, b1, b2"),
     (["--optimizers", "adam:learning_rate=-1"], "`learning_rate` must be >= 0"),
     (["--problems", "quadratic:condition_number=x"], "is not a value"),
+    (["--problems", "rosenbrock:start=1/x"], "is not a value"),
+    (["--problems", "rosenbrock:start=1/true"], "is not a point; write numbers as x/y"),
+    (["--problems", "rosenbrock:start=1/2/3"], "`start` must be a point (x, y)"),
     (["--optimizers", "adam", "adam"], "each optimizer may appear once"),
     (["--steps", "0"], "must be at least 1"),
     (["--steps", "many"], "'many' is not an integer"),

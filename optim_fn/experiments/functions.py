@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from optim_fn.experiments.problem import Problem
 
@@ -51,6 +52,10 @@ def _from_terms(
     def value_and_grad(params: Array, indices: Array) -> tuple[Array, Array]:
         return loss(params, indices), jnp.mean(jacobian(params)[indices], axis=0)
 
+    if np.shape(start) != (2,) or not np.all(np.isfinite(np.asarray(start, float))):
+        raise ValueError(
+            f"{name}: `start` must be a point (x, y) of two finite numbers, got {start!r}"
+        )
     start_point = jnp.asarray(start, jnp.float32)
 
     def init(seed: int) -> Array:

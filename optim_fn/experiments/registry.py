@@ -110,6 +110,13 @@ class ChoiceError(ValueError):
 
 
 def _parse_value(text: str, where: str) -> Any:
+    if "/" in text:  # a point, e.g. start=-1.5/2 (commas already separate the options)
+        parts = [_parse_value(part, where) for part in text.split("/")]
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in parts):
+            raise ChoiceError(
+                f"{where}: {text!r} is not a point; write numbers as x/y, e.g. -1.5/2"
+            )
+        return tuple(float(v) for v in parts)
     lowered = text.strip().lower()
     if lowered in ("true", "false"):
         return lowered == "true"
@@ -121,7 +128,8 @@ def _parse_value(text: str, where: str) -> Any:
         except ValueError:
             pass
     raise ChoiceError(
-        f"{where}: {text!r} is not a value; use a number (3e-3), true, false or none"
+        f"{where}: {text!r} is not a value; use a number (3e-3), a point (-1.5/2), true, "
+        "false or none"
     )
 
 
