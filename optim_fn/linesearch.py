@@ -173,7 +173,8 @@ def scale_by_backtracking_linesearch(
     ``max_backtracking_steps`` times. If every trial gives a NaN or inf loss the step is
     0. ``u`` must be a descent direction (``<u, grad> < 0``), e.g. ``-grad``.
     ``store_grad=True`` also computes the gradient at the accepted point (one more
-    evaluation) for :func:`value_and_grad_from_state`. Reference: Nocedal & Wright
+    evaluation) for :func:`value_and_grad_from_state`. ``verbose=True`` prints (also
+    under jit) when no trial step satisfied the condition. Reference: Nocedal & Wright
     (2006), Algorithm 3.1; Vaswani et al., Painless SGD (2019).
     """
     where = "scale_by_backtracking_linesearch"
@@ -182,7 +183,6 @@ def scale_by_backtracking_linesearch(
         raise ValueError(f"{where}: `decrease_factor` must be in (0, 1), got {decrease_factor}")
     if increase_factor < 1:
         raise ValueError(f"{where}: `increase_factor` must be >= 1, got {increase_factor}")
-    del verbose  # diagnostics are in state.info
 
     def init(params: Params) -> ScaleByBacktrackingLinesearchState:
         dtype = real_dtype(params)
@@ -223,6 +223,15 @@ def scale_by_backtracking_linesearch(
         first = jnp.minimum(increase_factor * previous, max_learning_rate)
         start = (first.astype(dtype), value, jnp.asarray(jnp.inf, dtype), jnp.zeros([], jnp.int32))
         step, new_value, error, evaluations = jax.lax.while_loop(keep_going, trial, start)
+        if verbose:
+            report_failure(
+                ~(error <= atol),
+                f"{where}: no step met the sufficient decrease in {{evaluations}} trials "
+                "(decrease error {error}); taking step {step}",
+                evaluations=evaluations,
+                error=error,
+                step=jnp.where(jnp.isinf(error), 0.0, step),
+            )
         step = jnp.where(jnp.isinf(error), 0.0, step).astype(dtype)
         new_value = jnp.where(jnp.isinf(error), value, new_value)
         new_grad = None
@@ -239,6 +248,13 @@ def scale_by_backtracking_linesearch(
         )
 
     return GradientTransformationExtraArgs(init, update)
+
+
+def report_failure(failed: Array, message: str, **values: Array) -> None:
+    """Prints ``message`` (a ``jax.debug.print`` format) when ``failed``, also under jit."""
+    jax.lax.cond(
+        failed, lambda: jax.debug.print(message, **values), lambda: None
+    )
 
 
 def check_count(where: str, name: str, value) -> None:

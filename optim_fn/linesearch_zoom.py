@@ -19,6 +19,7 @@ from optim_fn.linesearch import (
     check_count,
     finite_or_inf,
     real_dtype,
+    report_failure,
     scalar_loss,
     split_fn_kwargs,
     tree_add_scaled,
@@ -128,7 +129,8 @@ def scale_by_zoom_linesearch(
     evaluations in all. If it runs out, or the bracket becomes narrower than
     ``stepsize_precision``, it takes the lowest point found with sufficient decrease.
     Each evaluation computes the loss and its gradient once; the accepted point's are
-    kept in the state. References: Nocedal & Wright (2006), Algorithms 3.5 and 3.6;
+    kept in the state. ``verbose=True`` prints (also under jit) when the search fails
+    and which point it falls back to. References: Nocedal & Wright (2006), Algorithms 3.5 and 3.6;
     Hager & Zhang, ACM TOMS 32 (2006).
     """
     where = "scale_by_zoom_linesearch"
@@ -145,7 +147,6 @@ def scale_by_zoom_linesearch(
         )
     if increase_factor <= 1:
         raise ValueError(f"{where}: `increase_factor` must be > 1, got {increase_factor}")
-    del verbose  # diagnostics are in state.info
 
     def init(params: Params) -> ScaleByZoomLinesearchState:
         dtype = real_dtype(params)
@@ -285,6 +286,17 @@ def scale_by_zoom_linesearch(
         stay = end.failed & ~use_safe & jnp.isinf(end.decrease_error)
         point = _select(use_safe, end.safe, end.current)
         point = _select(stay, origin, point)
+        if verbose:
+            report_failure(
+                end.failed,
+                f"{where}: no step met the strong Wolfe conditions in {{evaluations}} "
+                "evaluations (decrease error {decrease}, curvature error {curvature}); "
+                "taking step {step}",
+                evaluations=end.evaluations,
+                decrease=end.decrease_error,
+                curvature=end.curvature_error,
+                step=point.step,
+            )
         final_grad = _select(use_safe, end.safe_grad, _select(stay, grad, end.grad))
         scaled = jax.tree.map(lambda u: (point.step * u).astype(u.dtype), updates)
         return scaled, ScaleByZoomLinesearchState(

@@ -4,6 +4,8 @@ the minimum scipy finds on Rosenbrock, Himmelblau and a logistic regression."""
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -361,3 +363,35 @@ def test_a_search_that_finds_nothing_takes_no_step_and_recovers(search):
     updates, state = search.update(direction, state, x, value=0.0, grad=jnp.ones(2),
                                    value_fn=slope)
     assert float(state.learning_rate) > 0 and float(slope(x + updates)) < 0
+
+
+@pytest.mark.parametrize(
+    "make, words",
+    [
+        (lambda verbose: optim_fn.scale_by_backtracking_linesearch(5, verbose=verbose),
+         "no step met the sufficient decrease in 6 trials"),
+        (lambda verbose: optim_fn.scale_by_zoom_linesearch(5, verbose=verbose),
+         "no step met the strong Wolfe conditions"),
+    ],
+    ids=["backtracking", "zoom"],
+)
+def test_verbose_reports_a_failed_search_under_jit(make, words, capfd):
+    def nowhere(x):  # finite only at the current point: every trial fails
+        return jnp.where(jnp.all(x == 0), 0.0, jnp.inf) + jnp.sum(x)
+
+    x, direction, grad = jnp.zeros(2), -jnp.ones(2), jnp.ones(2)
+    for verbose in (False, True):
+        search = make(verbose)
+        update = jax.jit(functools.partial(search.update, value_fn=nowhere))
+        jax.block_until_ready(update(direction, search.init(x), x, value=0.0, grad=grad))
+        printed = capfd.readouterr().out
+        assert (words in printed) == verbose, printed
+    # A search that succeeds prints nothing, verbose or not.
+    def bowl(x):
+        return jnp.sum((x - 1.0) ** 2)
+
+    search = make(True)
+    update = jax.jit(functools.partial(search.update, value_fn=bowl))
+    _, state = update(2 * grad, search.init(x), x, value=bowl(x), grad=-2 * grad)
+    assert 0 < float(state.learning_rate) <= 1
+    assert capfd.readouterr().out == ""
