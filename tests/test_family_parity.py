@@ -70,6 +70,42 @@ OPTAX_MUON_DIMS = {
     "scalar": None,
 }
 
+# GaLore: the matrix projected as 3 x 4 (right side), the cube as (2*2) x 3 (left side).
+GALORE_DIMS = {
+    "matrix": contrib.GaLoreDimensionNumbers(1, 0),
+    "vector": None,
+    "cube": contrib.GaLoreDimensionNumbers((0, 2), 1),
+    "scalar": None,
+}
+OPTAX_GALORE_DIMS = {
+    "matrix": optax.contrib.GaLoreDimensionNumbers(1, 0),
+    "vector": None,
+    "cube": optax.contrib.GaLoreDimensionNumbers((0, 2), 1),
+    "scalar": None,
+}
+
+
+def galore_dims_fn(params: Any) -> dict:
+    """The matrix as itself, the cube as 2 x (3*2): a function of the params."""
+    del params
+    return {
+        "matrix": contrib.GaLoreDimensionNumbers(),
+        "vector": None,
+        "cube": contrib.GaLoreDimensionNumbers(0, (1, 2)),
+        "scalar": None,
+    }
+
+
+def optax_galore_dims_fn(params: Any) -> dict:
+    del params
+    return {
+        "matrix": optax.contrib.GaLoreDimensionNumbers(),
+        "vector": None,
+        "cube": optax.contrib.GaLoreDimensionNumbers(0, (1, 2)),
+        "scalar": None,
+    }
+
+
 WARMUP_COSINE = optax.warmup_cosine_decay_schedule(1e-4, 1e-2, 10, 100, 1e-4)
 
 
@@ -398,6 +434,12 @@ CASES = [
         lambda: contrib.adopt(1e-2, 0.8, 0.99, 1e-4, nesterov=True, use_clipping=False),
         lambda: optax.contrib.adopt(1e-2, 0.8, 0.99, 1e-4, nesterov=True, use_clipping=False),
     ),
+    Case("acprop", lambda: contrib.acprop(1e-2), lambda: optax.contrib.acprop(1e-2), dtypes=BOTH),
+    Case(
+        "acprop_options",
+        lambda: contrib.acprop(inverse_time, 0.8, 0.99, 1e-6, 1e-8, 0.1, mask_fn),
+        lambda: optax.contrib.acprop(inverse_time, 0.8, 0.99, 1e-6, 1e-8, 0.1, mask_fn),
+    ),
     Case("ademamix", lambda: contrib.ademamix(1e-2), lambda: optax.contrib.ademamix(1e-2)),
     Case(
         "ademamix_schedules",
@@ -567,6 +609,35 @@ CASES = [
         ),
         extra_args=with_grad_fn,
     ),
+    # GaLore in float32 (optax takes every SVD in float32; ours is float64 for float64
+    # leaves, checked against a NumPy transcription in tests/test_galore.py).
+    Case("galore", lambda: contrib.galore(1e-2), lambda: optax.contrib.galore(1e-2)),
+    Case(
+        "galore_options",
+        lambda: contrib.galore(
+            1e-2, 2, 7, 0.5, optim_fn.scale_by_adam(b1=0.8), 0.1, mask_fn, GALORE_DIMS
+        ),
+        lambda: optax.contrib.galore(
+            1e-2, 2, 7, 0.5, optax.scale_by_adam(b1=0.8), 0.1, mask_fn, OPTAX_GALORE_DIMS
+        ),
+    ),
+    Case(
+        "galore_rank1_every_step",
+        lambda: contrib.galore(
+            inverse_time,
+            rank=1,
+            update_proj_gap=1,
+            base_optimizer=optim_fn.scale_by_rms(),
+            weight_dimension_numbers=galore_dims_fn,
+        ),
+        lambda: optax.contrib.galore(
+            inverse_time,
+            rank=1,
+            update_proj_gap=1,
+            base_optimizer=optax.scale_by_rms(),
+            weight_dimension_numbers=optax_galore_dims_fn,
+        ),
+    ),
     Case("muon", lambda: contrib.muon(1e-2), lambda: optax.contrib.muon(1e-2)),
     Case(
         "muon_options",
@@ -624,6 +695,20 @@ CASES = [
         lambda: optax.contrib.muon(
             1e-2, preconditioning="schatten", muon_weight_dimension_numbers=OPTAX_MUON_DIMS
         ),
+    ),
+    # Mechanic's update x_{t+1} - x_t is a difference of O(1) params that moves by ~S_t,
+    # which starts at s_init = 1e-6: float32 rounding of the params is ~6% of it.
+    Case(
+        "mechanize",
+        lambda: contrib.mechanize(optim_fn.adam(1.0)),
+        lambda: optax.contrib.mechanize(optax.adam(1.0)),
+        conditioned=True,
+    ),
+    Case(
+        "mechanize_sgd_options",
+        lambda: contrib.mechanize(optim_fn.sgd(1e-2, 0.9), 0.1, 1e-6, 0.1, 3),
+        lambda: optax.contrib.mechanize(optax.sgd(1e-2, 0.9), 0.1, 1e-6, 0.1, 3),
+        dtypes=BOTH,
     ),
 ]
 
@@ -739,9 +824,54 @@ MUTANTS = [
         ),
     ),
     Case(
+        "acprop_mask",
+        lambda: contrib.acprop(1e-2, weight_decay=0.5, mask=MASK_TREE),
+        lambda: optax.contrib.acprop(1e-2, weight_decay=0.5),
+    ),
+    Case(
+        "galore_rank",
+        lambda: contrib.galore(1e-2, rank=1, update_proj_gap=7),
+        lambda: optax.contrib.galore(1e-2, rank=2, update_proj_gap=7),
+    ),
+    Case(
+        "galore_update_proj_gap",
+        lambda: contrib.galore(1e-2, rank=2, update_proj_gap=5),
+        lambda: optax.contrib.galore(1e-2, rank=2, update_proj_gap=7),
+    ),
+    Case(
+        "galore_scale",
+        lambda: contrib.galore(1e-2, scale=0.5),
+        lambda: optax.contrib.galore(1e-2),
+    ),
+    Case(
+        "galore_dimension_numbers",
+        lambda: contrib.galore(1e-2, rank=2, weight_dimension_numbers=GALORE_DIMS),
+        lambda: optax.contrib.galore(1e-2, rank=2),
+    ),
+    Case(
         "muon_nesterov",
         lambda: contrib.muon(1e-2, nesterov=False),
         lambda: optax.contrib.muon(1e-2),
+    ),
+    Case(
+        "mechanize_weight_decay",
+        lambda: contrib.mechanize(optim_fn.sgd(1e-2, 0.9), weight_decay=0.5, s_init=0.1),
+        lambda: optax.contrib.mechanize(optax.sgd(1e-2, 0.9), s_init=0.1),
+    ),
+    Case(
+        "mechanize_eps",
+        lambda: contrib.mechanize(optim_fn.sgd(1e-2, 0.9), eps=0.1, s_init=0.1),
+        lambda: optax.contrib.mechanize(optax.sgd(1e-2, 0.9), s_init=0.1),
+    ),
+    Case(
+        "mechanize_s_init",
+        lambda: contrib.mechanize(optim_fn.sgd(1e-2, 0.9), s_init=0.1),
+        lambda: optax.contrib.mechanize(optax.sgd(1e-2, 0.9), s_init=0.01),
+    ),
+    Case(
+        "mechanize_num_betas",
+        lambda: contrib.mechanize(optim_fn.sgd(1e-2, 0.9), s_init=0.1, num_betas=2),
+        lambda: optax.contrib.mechanize(optax.sgd(1e-2, 0.9), s_init=0.1),
     ),
 ]
 

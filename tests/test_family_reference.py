@@ -56,6 +56,23 @@ def obj_fn_of(params: Any) -> dict:
     return {"obj_fn": loss}
 
 
+def per_example_copies() -> optax.GradientTransformationExtraArgs:
+    """Turns each gradient g into the batch (g/4, g, 3g) of per-example gradients, so that
+    the transforms that take per-example gradients (DP-SGD) run through the same checks;
+    with the norms here some examples are clipped and some are not."""
+
+    def update(updates, state, params=None, **extra_args):
+        del params, extra_args
+
+        def batch(g):
+            weights = jnp.asarray([0.25, 1.0, 3.0], g.dtype).reshape((3,) + (1,) * g.ndim)
+            return weights * g
+
+        return jax.tree.map(batch, updates), state
+
+    return optax.GradientTransformationExtraArgs(lambda params: optax.EmptyState(), update)
+
+
 class Entry(NamedTuple):
     name: str
     make: Callable[[], Any]
@@ -94,6 +111,7 @@ FAMILY = [
     # Yogi's moments start at 1e-6, a real number the phase does not rotate.
     # (And they make the first update non-zero for zero gradients.)
     Entry("yogi", lambda: optim_fn.yogi(1e-2), zero_grad=None, complex_tolerance=1e-3),
+    Entry("acprop", lambda: contrib.acprop(1e-2)),
     Entry("ademamix", lambda: contrib.ademamix(1e-2)),
     Entry("adopt", lambda: contrib.adopt(1e-2)),
     Entry("cocob", lambda: contrib.cocob(), complex_mode="refused"),
@@ -102,8 +120,27 @@ FAMILY = [
     # the first steps measure ||p_t - p_0|| from a cancellation, in either dtype.
     Entry("dog", lambda: contrib.dog(init_step=("distance", 0.1))),
     Entry("dowg", lambda: contrib.dowg(init_estim_sq_dist=1e-2)),
+    # Gaussian noise: not zero for zero gradients, not phase-equivariant. Small noise, so
+    # that the bf16 run (whose normal draws differ from float32's) points the same way.
+    Entry(
+        "dpsgd",
+        lambda: optim_fn.chain(per_example_copies(), contrib.dpsgd(1e-2, 1.0, 0.01, 0, 0.9)),
+        complex_mode="supported",
+        zero_grad=None,
+        per_leaf=True,
+    ),
     # p_1 = (1-c) x0 + c p_0 with x0 = p_0 rounds to within an ulp of p_0.
+    # Adam's moments outlive a projector refresh (step 3 here), and an SVD fixes singular
+    # vectors only up to a phase: complex runs are checked for phase equivariance within
+    # one projector period in tests/test_galore.py.
+    Entry(
+        "galore",
+        lambda: contrib.galore(1e-2, rank=2, update_proj_gap=2),
+        complex_mode="supported",
+        per_leaf=True,
+    ),
     Entry("madgrad", lambda: contrib.madgrad(1e-2), zero_grad=None),
+    Entry("mechanize", lambda: contrib.mechanize(optim_fn.adam(1.0), s_init=0.1)),
     Entry("momo", lambda: contrib.momo(), value_of),
     Entry("momo_adam", lambda: contrib.momo_adam(), value_of),
     Entry("muon", lambda: contrib.muon(1e-2), per_leaf=True),
@@ -129,6 +166,13 @@ FAMILY = [
         complex_tolerance=2e-4,
     ),
     Entry("simplified_ademamix", lambda: contrib.simplified_ademamix(1e-3)),
+    # Its first update is zero (that call builds the eigenbasis); more steps in test_soap.
+    Entry(
+        "soap",
+        lambda: contrib.soap(1e-2, weight_decay=0.0, precondition_frequency=2),
+        complex_mode="refused",
+        per_leaf=True,
+    ),
     Entry(
         "sophia",
         lambda: contrib.sophia(1e-2, update_interval=2),
@@ -152,6 +196,8 @@ def test_every_optax_name_is_here():
         "muon", "schedule_free_adamw", "schedule_free_sgd", "schedule_free_eval_params",
         "prodigy", "dadapt_adamw", "adopt", "ademamix", "simplified_ademamix", "cocob", "dog",
         "dowg", "madgrad", "momo", "momo_adam", "sophia", "sam",
+        "acprop", "galore",
+        "mechanize", "dpsgd",
     }  # fmt: skip
     assert core <= set(optim_fn.__all__), core - set(optim_fn.__all__)
     assert contributed <= set(contrib.__all__), contributed - set(contrib.__all__)
@@ -308,6 +354,7 @@ def test_per_leaf_rules_refuse_flat_mode(name):
 
 def test_elementwise_rules_give_tree_numbers_in_flat_mode():
     names = ["adan", "lion", "amsgrad", "adopt", "rprop", "yogi", "madgrad", "dog", "prodigy"]
+    names += ["mechanize"]
     params, grads = data(False)
     params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), params)
     grads = [jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), g) for g in grads]
@@ -599,6 +646,18 @@ def test_update_without_required_extra_arguments_says_what_to_pass():
         (lambda: contrib.sam(optim_fn.sgd(1.0), optim_fn.sgd(1.0), 0), "`sync_period`"),
         (lambda: contrib.sophia(1e-2, update_interval=0), "`update_interval`"),
         (lambda: contrib.adopt(1e-2, b2=1.0), r"`b2` must be in \[0, 1\)"),
+        (lambda: contrib.mechanize(optim_fn.adam(1.0), num_betas=0), "`num_betas` must be"),
+        (lambda: contrib.mechanize(optim_fn.adam(1.0), s_init=-1.0), "`s_init` must be >= 0"),
+        (lambda: contrib.dpsgd(0.1, -1.0, 1.0, 0), "`l2_norm_clip` must be >= 0"),
+        (lambda: contrib.dpsgd(0.1, 1.0, 1.0, 0, nesterov=True), "`nesterov=True` needs"),
+        (lambda: contrib.acprop(1e-2, eps_root=-1.0), "`eps_root` must be >= 0"),
+        (lambda: contrib.scale_by_acprop(b1=1.0), r"`b1` must be in \[0, 1\)"),
+        (lambda: contrib.galore(1e-2, rank=0), "`rank` must be an integer >= 1"),
+        (lambda: contrib.galore(1e-2, update_proj_gap=2.5), "`update_proj_gap` must be"),
+        (lambda: contrib.galore(1e-2, weight_decay=-0.1), "`weight_decay` must be >= 0"),
+        (lambda: contrib.scale_by_galore(scale="big"), "`scale` must be a real scalar"),
+        (lambda: contrib.scale_by_galore(base_optimizer=1.0), "`base_optimizer` must be"),
+        (lambda: contrib.galore(1e-2, weight_dimension_numbers=[0, 1]), "`weight_dimension"),
     ],
 )
 def test_bad_arguments_are_named(build, pattern):

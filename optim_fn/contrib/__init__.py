@@ -6,6 +6,7 @@ hyperparameters stored in the state. As in optax, these are newer methods whose
 interfaces may still change; the established optimizers live at the top level.
 """
 
+from optim_fn.contrib._acprop import acprop, scale_by_acprop
 from optim_fn.contrib._ademamix import (
     ScaleByAdemamixState,
     ScaleBySimplifiedAdEMAMixState,
@@ -16,9 +17,20 @@ from optim_fn.contrib._ademamix import (
 )
 from optim_fn.contrib._adopt import ScaleByAdoptState, adopt, scale_by_adopt
 from optim_fn.contrib._cocob import COCOBState, cocob, scale_by_cocob
+from optim_fn.contrib._complex_valued import (
+    SplitRealAndImaginaryState,
+    split_real_and_imaginary,
+)
 from optim_fn.contrib._dadapt import DAdaptAdamWState, ProdigyState, dadapt_adamw, prodigy
 from optim_fn.contrib._dog import DoGState, DoWGState, dog, dowg, scale_by_dog, scale_by_dowg
+from optim_fn.contrib._galore import (
+    GaLoreDimensionNumbers,
+    GaLoreState,
+    galore,
+    scale_by_galore,
+)
 from optim_fn.contrib._madgrad import MadgradState, madgrad, scale_by_madgrad
+from optim_fn.contrib._mechanic import MechanicState, mechanize
 from optim_fn.contrib._momo import MomoAdamState, MomoState, momo, momo_adam
 from optim_fn.contrib._muon import (
     MuonDimensionNumbers,
@@ -29,6 +41,11 @@ from optim_fn.contrib._muon import (
     scale_by_muon,
     scale_by_shape,
 )
+from optim_fn.contrib._privacy import (
+    DifferentiallyPrivateAggregateState,
+    differentially_private_aggregate,
+    dpsgd,
+)
 from optim_fn.contrib._sam import NormalizeState, SAMState, normalize, sam
 from optim_fn.contrib._schedule_free import (
     ScheduleFreeState,
@@ -37,6 +54,7 @@ from optim_fn.contrib._schedule_free import (
     schedule_free_eval_params,
     schedule_free_sgd,
 )
+from optim_fn.contrib._soap import SoapState, scale_by_soap, soap
 from optim_fn.contrib._sophia import (
     HutchinsonState,
     SophiaState,
@@ -44,56 +62,75 @@ from optim_fn.contrib._sophia import (
     scale_by_sophia,
     sophia,
 )
+from optim_fn.plateau import ReduceLROnPlateauState, reduce_on_plateau
 
 __all__ = [
     "COCOBState",
     "DAdaptAdamWState",
+    "DifferentiallyPrivateAggregateState",
     "DoGState",
     "DoWGState",
+    "GaLoreDimensionNumbers",
+    "GaLoreState",
     "HutchinsonState",
     "MadgradState",
+    "MechanicState",
     "MomoAdamState",
     "MomoState",
     "MuonDimensionNumbers",
     "MuonState",
     "NormalizeState",
     "ProdigyState",
+    "ReduceLROnPlateauState",
     "SAMState",
     "ScaleByAdemamixState",
     "ScaleByAdoptState",
     "ScaleByShapeState",
     "ScaleBySimplifiedAdEMAMixState",
     "ScheduleFreeState",
+    "SoapState",
     "SophiaState",
+    "SplitRealAndImaginaryState",
+    "acprop",
     "ademamix",
     "adopt",
     "cocob",
     "dadapt_adamw",
+    "differentially_private_aggregate",
     "dog",
     "dowg",
+    "dpsgd",
+    "galore",
     "hutchinson_estimator_diag_hessian",
     "madgrad",
+    "mechanize",
     "momo",
     "momo_adam",
     "muon",
     "normalize",
     "orthogonalize_via_newton_schulz",
     "prodigy",
+    "reduce_on_plateau",
     "sam",
+    "scale_by_acprop",
     "scale_by_ademamix",
     "scale_by_adopt",
     "scale_by_cocob",
     "scale_by_dog",
     "scale_by_dowg",
+    "scale_by_galore",
     "scale_by_madgrad",
     "scale_by_muon",
     "scale_by_shape",
     "scale_by_simplified_ademamix",
+    "scale_by_soap",
     "scale_by_sophia",
     "schedule_free",
     "schedule_free_adamw",
     "schedule_free_eval_params",
     "schedule_free_sgd",
     "simplified_ademamix",
+    "soap",
     "sophia",
+    "split_real_and_imaginary",
 ]

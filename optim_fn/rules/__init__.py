@@ -7,6 +7,7 @@ and the same function serves flat buffers and sharded arrays.
 """
 
 from optim_fn.rules.adaptive import (
+    acprop,
     adamax,
     adan,
     ademamix,
@@ -45,6 +46,7 @@ from optim_fn.rules.signs import lion, rprop, sign
 
 __all__ = [
     "abs_sq",
+    "acprop",
     "adadelta",
     "adam",
     "add_decayed_weights",

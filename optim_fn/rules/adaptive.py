@@ -367,3 +367,32 @@ def optimistic_gradient(
     """
     prev_grad = jnp.where(count == 1, grad, prev_grad)
     return (alpha + beta) * grad - beta * prev_grad, grad
+
+
+def acprop(
+    grad: Array,
+    mu: Array,
+    nu: Array,
+    *,
+    count: Array,
+    b1: Array,
+    one_minus_b1: Array,
+    b2: Array,
+    one_minus_b2: Array,
+    eps: Array,
+    eps_root: Array,
+) -> tuple:
+    """ACProp (Zhuang et al. 2021) as optax computes it: AdaBelief's ``s``, one step late.
+
+    ``s_t = b2 s + (1-b2)|g - m_{t-1}|^2 + eps_root``; ``m_t = b1 m + (1-b1) g``;
+    ``u = g / (sqrt(s_{t-1}/(1-b2^{t-1})) + eps)``, with ``1`` for the root at ``t = 1``.
+    The denominator uses only past gradients (the "asynchronous" update).
+    """
+    previous = count - 1
+    first = previous == 0
+    # At t = 1 the correction 1 - b2^0 is zero: divide by one there instead.
+    nu_hat = debias(real(nu), b2, jnp.where(first, 1, previous))
+    nu_hat = jnp.where(first, jnp.ones_like(nu_hat), nu_hat)
+    new_nu = moving_average(abs_sq(grad - mu), nu, b2, one_minus_b2) + eps_root
+    new_mu = moving_average(grad, mu, b1, one_minus_b1)
+    return grad / (jnp.sqrt(nu_hat) + eps), new_mu, new_nu
