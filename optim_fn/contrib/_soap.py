@@ -10,8 +10,10 @@ flat mode at ``init``.
 The Shampoo core (:func:`kronecker_factor`, :func:`project`, :func:`project_back`,
 :func:`initial_eigenbasis`, :func:`refreshed_eigenbasis`) is written on one array, and
 :func:`scale_by_soap`'s rule reads like the algorithm. The numbers follow the authors'
-PyTorch code (github.com/nikhilvyas/SOAP, ``soap.py``), which is what users compare
-against.
+PyTorch code (github.com/nikhilvyas/SOAP, ``soap.py`` as of commit f42d296, the version
+released with the paper), which is what users compare against. A later rewrite of that
+file changes the defaults and the algorithm (warm-up, ``eps`` as a floor); it is not
+what this module implements.
 """
 
 from __future__ import annotations
