@@ -154,13 +154,21 @@ def test_projector_is_refreshed_every_update_proj_gap_steps_and_orthonormal():
         grad = {"w": jnp.asarray(rng.normal(size=(6, 4)), jnp.float32)}
         _, state = transform.update(grad, state)
         p = np.asarray(state.projector["w"])
-        np.testing.assert_allclose(p.T @ p, np.eye(2), atol=1e-6)
+        # A float32 SVD is orthonormal to a few ulps times the size (2e-6 from cuSOLVER).
+        np.testing.assert_allclose(p.T @ p, np.eye(2), atol=1e-5)
         if previous is not None:
             assert (not np.array_equal(p, previous)) == (step % 3 == 1), step
         previous = p
 
 
 def test_complex_updates_rotate_with_the_phase_within_a_projector_period():
+    # float32 products in float32: a GPU's default TF32 products round the two runs
+    # differently (1.3e-3 relative on an H100), which is the precision setting.
+    with jax.default_matmul_precision("highest"):
+        _check_complex_updates_rotate_with_the_phase()
+
+
+def _check_complex_updates_rotate_with_the_phase():
     rng = np.random.default_rng(5)
 
     def draw(shape):
