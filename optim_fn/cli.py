@@ -20,6 +20,7 @@ examples:
   optim-fn compare
   optim-fn compare --problems rosenbrock quadratic:condition_number=100 --steps 500
   optim-fn compare --optimizers sgd adam:learning_rate=3e-3 adam:learning_rate=3e-2
+  optim-fn compare --problems digits quadratic --optimizers modern
   optim-fn compare --problems linear --batch stochastic --seeds 5
   optim-fn compare --problems rosenbrock:start=-1.5/2 himmelblau:start=0/0
   optim-fn list
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     from optim_fn.experiments.registry import (
         DEFAULT_OPTIMIZERS,
         DEFAULT_PROBLEMS,
+        GROUPS,
         OPTIMIZERS,
         PROBLEMS,
     )
@@ -81,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.add_argument(
         "--optimizers", nargs="+", default=list(DEFAULT_OPTIMIZERS), metavar="NAME[:k=v,...]",
-        help=f"optimizers to compare (default: all); valid: {', '.join(OPTIMIZERS)}",
+        help=f"optimizers to compare (default: the classic eight); valid: "
+        f"{', '.join(OPTIMIZERS)}; groups: {', '.join(GROUPS)} (see `optim-fn list`)",
     )
     compare.add_argument(
         "--steps", type=_positive, default=None,
@@ -132,11 +135,11 @@ def _run_compare(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
     from optim_fn import __version__
     from optim_fn.experiments import compare as job
-    from optim_fn.experiments.registry import ChoiceError, make_optimizer, make_problem
+    from optim_fn.experiments.registry import ChoiceError, make_optimizers, make_problem
     from optim_fn.experiments.runner import FAST_COMPILE
 
     try:
-        optimizers = [make_optimizer(text) for text in args.optimizers]
+        optimizers = make_optimizers(args.optimizers)
         problems = [make_problem(text) for text in args.problems]
         for problem in problems:
             for choice in optimizers:

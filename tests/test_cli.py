@@ -142,7 +142,10 @@ def test_a_2d_problem_starts_where_the_command_line_says(tmp_path):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--optimizers", "adamx"], "valid optimizers: " + ", ".join(OPTIMIZERS)),
+    (["--optimizers", "adamx"], "valid optimizers: " + ", ".join(OPTIMIZERS) + ", lion, "),
+    (["--optimizers", "adamx"], ", galore; groups: classic, modern, all\n"),
+    (["--optimizers", "modern:b1=0.8"], "'modern' is a group of optimizers (lion, lamb"),
+    (["--optimizers", "sgd", "classic"], "each optimizer may appear once"),
     (["--problems", "banana"], "valid problems: rosenbrock, beale, himmelblau"),
     (["--optimizers", "adam:learning_rate"], "must be written key=value"),
     (["--optimizers", "adam:lr=3e-3"], "valid options: learning_rate, b1, b2"),
@@ -196,6 +199,31 @@ def test_list_shows_problems_and_optimizers(capsys):
     for name in [*registry.PROBLEMS, *OPTIMIZERS]:
         assert f"\n  {name} " in out
     assert "condition_number=10.0" in out
+    for name, preset in registry.OPTIMIZERS.items():  # the modern ones too, with summaries
+        assert f"\n  {name:<19} {preset.summary}\n" in out
+    assert "clip_value_fn=_quartic_root" in out  # a function default by name, no address
+    assert "\n  modern              lion lamb " in out
+    assert "\n  all                 " + " ".join(OPTIMIZERS) + " lion " in out
+
+
+@pytest.mark.parametrize("texts,expected", [
+    (["modern"], list(registry.MODERN_OPTIMIZERS)),
+    (["all"], OPTIMIZERS + list(registry.MODERN_OPTIMIZERS)),
+    (["sgd", "modern"], ["sgd", *registry.MODERN_OPTIMIZERS]),
+    (["classic"], OPTIMIZERS),
+])
+def test_groups_expand_on_the_command_line(texts, expected, monkeypatch, tmp_path):
+    from optim_fn.experiments import compare as job
+
+    seen = {}
+
+    def fake_compare(problems, optimizers, **options):
+        seen["labels"] = [choice.label for choice in optimizers]
+        raise ValueError("stop here")  # reported by the command line as an error
+
+    monkeypatch.setattr(job, "compare", fake_compare)
+    code = cli.main(["compare", "--optimizers", *texts, "--output", str(tmp_path)])
+    assert code == 2 and seen["labels"] == expected
 
 
 def test_console_script_entry_point():

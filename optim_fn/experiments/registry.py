@@ -2,17 +2,19 @@
 
 A choice is written ``name`` or ``name:key=value,key=value``: ``adam:learning_rate=3e-3``,
 ``quadratic:condition_number=100``. Values are numbers, ``true``/``false`` or ``none``.
-Every error message lists what is valid.
+A group name (``classic``, ``modern``, ``all``) stands for its optimizers
+(:func:`make_optimizers`). Every error message lists what is valid.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import optim_fn
+import optim_fn.contrib
 from optim_fn.base import GradientTransformation
 from optim_fn.experiments import datasets, functions
 from optim_fn.experiments.problem import Problem
@@ -40,6 +42,13 @@ class Preset:
     none; ``"*"`` is the fallback. They were picked from the command line's own
     learning-rate sweep (the sensitivity plot), among the values that converge without
     oscillating, so that the default comparison shows each method working.
+
+    The modern presets' rates (:data:`MODERN`) came from one sweep per optimizer and
+    problem with :func:`~optim_fn.experiments.runner.run`: the learning rates 1e-5, 3e-5,
+    ..., 1, 3 (a 1-3-10 grid) in one ``vmap``, the problem's default steps and batch mode,
+    seed 0; the rate with the lowest final full loss won, ties (within float32 resolution,
+    ``1e-9 + 1e-7 |minimum|``) going to the smaller rate. ``"*"`` is the most common
+    winner. Parameter-free methods keep their learning rate 1.
     """
 
     factory: Callable[..., GradientTransformation]
@@ -51,7 +60,7 @@ class Preset:
         return self.learning_rates.get(problem, self.learning_rates["*"])
 
 
-OPTIMIZERS: dict[str, Preset] = {
+CLASSIC: dict[str, Preset] = {
     "sgd": Preset(
         optim_fn.sgd,
         {},
@@ -102,7 +111,228 @@ OPTIMIZERS: dict[str, Preset] = {
     ),
 }
 
-DEFAULT_OPTIMIZERS = tuple(OPTIMIZERS)
+
+def rprop(
+    learning_rate: float, eta_minus: float = 0.5, eta_plus: float = 1.2,
+    min_step_size: float = 1e-6, max_step_size: float = 50.0,
+) -> GradientTransformation:
+    """:func:`optim_fn.rprop` with its initial step as a learning rate in the state.
+
+    Rprop's ``learning_rate`` is the initial per-coordinate step, a slot filled at
+    ``init``, so the command line's sweep (which sets ``learning_rate`` in the state
+    after ``init``) could not reach it. Rprop's steps scale linearly with it, so this is
+    ``learning_rate`` times Rprop with initial step 1 and bounds divided by
+    ``learning_rate``: the same numbers (up to rounding) at the rate it is built with.
+    In a sweep the bounds scale with the swept rate.
+    """
+    if not isinstance(learning_rate, (int, float)) or not learning_rate > 0:
+        raise ValueError(f"rprop: `learning_rate` must be > 0, got {learning_rate!r}")
+    return optim_fn.chain(
+        optim_fn.scale_by_rprop(
+            1.0, eta_minus, eta_plus, min_step_size / learning_rate, max_step_size / learning_rate
+        ),
+        optim_fn.scale_by_learning_rate(learning_rate),
+    )
+
+
+# Learning rates: see Preset (a sweep per problem, best final loss). On rastrigin the
+# "best" rate is the one whose path happened to end in the lowest basin: a lottery.
+MODERN: dict[str, Preset] = {
+    "lion": Preset(
+        optim_fn.lion,
+        {},
+        {"*": 0.003, "himmelblau": 0.01, "quadratic": 0.1, "rastrigin": 0.3, "linear": 0.01,
+         "logistic": 0.03},
+        "sign of an interpolated momentum, decoupled weight decay 1e-3 (Chen et al. 2023, Lion)",
+    ),
+    "lamb": Preset(
+        optim_fn.lamb,
+        {},
+        {"*": 0.003, "rosenbrock": 0.1, "beale": 0.001, "quadratic": 0.03, "rastrigin": 1,
+         "linear": 0.03, "logistic": 0.01, "digits": 0.01},
+        "Adam steps scaled per layer by |params| / |step| (You et al. 2020, LAMB); on the "
+        "one-vector problems (2-d, linear, logistic) the whole vector is one layer",
+    ),
+    "adabelief": Preset(
+        optim_fn.adabelief,
+        {},
+        {"*": 0.003, "rosenbrock": 0.1, "beale": 0.03, "himmelblau": 0.001, "quadratic": 0.01,
+         "linear": 0.3, "logistic": 0.01, "digits": 0.03},
+        "Adam dividing by the spread of g around its mean, not its size (Zhuang et al. 2020, "
+        "AdaBelief)",
+    ),
+    "nadam": Preset(
+        optim_fn.nadam,
+        {},
+        {"*": 0.03, "himmelblau": 0.01, "saddle": 0.01, "rastrigin": 1, "linear": 0.3,
+         "logistic": 0.1},
+        "Adam with Nesterov momentum (Dozat 2016, NAdam)",
+    ),
+    "radam": Preset(
+        optim_fn.radam,
+        {},
+        {"*": 0.03, "rosenbrock": 0.003, "beale": 0.01, "quadratic": 0.1, "rastrigin": 0.01,
+         "linear": 0.1, "logistic": 0.1},
+        "Adam with the variance of its step rectified; momentum SGD for the first steps (Liu et "
+        "al. 2020, RAdam)",
+    ),
+    "amsgrad": Preset(
+        optim_fn.amsgrad,
+        {},
+        {"*": 0.1, "rosenbrock": 1, "beale": 1, "himmelblau": 0.01, "saddle": 0.03,
+         "rastrigin": 0.03, "linear": 0.3},
+        "Adam dividing by the running maximum of the second moment (Reddi et al. 2018, AMSGrad)",
+    ),
+    "yogi": Preset(
+        optim_fn.yogi,
+        {},
+        {"*": 0.1, "rosenbrock": 0.3, "himmelblau": 0.01, "saddle": 0.01, "quadratic": 0.03,
+         "rastrigin": 3, "digits": 0.03},
+        "Adam with an additive, sign-controlled second moment, eps 1e-3 (Zaheer et al. 2018, Yogi)",
+    ),
+    "adamax": Preset(
+        optim_fn.adamax,
+        {},
+        {"*": 0.1, "rosenbrock": 1, "beale": 0.3, "himmelblau": 0.01, "saddle": 0.01,
+         "rastrigin": 0.03, "linear": 0.3},
+        "Adam with the infinity norm of past gradients (Kingma & Ba 2015, AdaMax)",
+    ),
+    "adan": Preset(
+        optim_fn.adan,
+        {},
+        {"*": 0.01, "himmelblau": 0.1, "saddle": 0.03, "quadratic": 1, "rastrigin": 0.001,
+         "linear": 3, "logistic": 1, "digits": 0.03},
+        "Nesterov-style momentum of gradients and of their differences (Xie et al. 2022, Adan)",
+    ),
+    "novograd": Preset(
+        optim_fn.novograd,
+        {},
+        {"*": 0.0003, "himmelblau": 0.001, "quadratic": 0.001, "rastrigin": 0.0001,
+         "linear": 0.003, "logistic": 0.001, "digits": 0.03},
+        "per-layer second moment, gradients normalised per layer (Ginsburg et al. 2019, "
+        "NovoGrad); on the one-vector problems (2-d, linear, logistic) the whole vector is one "
+        "layer",
+    ),
+    "signum": Preset(
+        optim_fn.signum,
+        {},
+        {"*": 0.01, "rosenbrock": 0.003, "beale": 0.003, "quadratic": 0.1, "rastrigin": 0.0003,
+         "digits": 0.003},
+        "sign of momentum 0.9 (Bernstein et al. 2018, signSGD with momentum)",
+    ),
+    "rprop": Preset(
+        rprop,
+        {},
+        {"*": 1e-05, "rosenbrock": 0.03, "rastrigin": 3e-05, "digits": 0.1},
+        "per-coordinate steps grown while the sign holds, shrunk when it flips (Riedmiller & "
+        "Braun 1993; iRprop-, Igel & Hüsken 2000); learning_rate is the initial step; a "
+        "full-batch method: mini-batch noise flips signs",
+    ),
+    "adafactor": Preset(
+        optim_fn.adafactor,
+        {},
+        {"*": 0.03, "beale": 0.003, "himmelblau": 0.01, "saddle": 0.01, "quadratic": 0.3,
+         "rastrigin": 1},
+        "second moments factored into row and column means, steps relative to the params' RMS, "
+        "update clipping 1 (Shazeer & Stern 2018, Adafactor); no leaf here has both sides >= 128,"
+        " so none is factored",
+    ),
+    "muon": Preset(
+        optim_fn.contrib.muon,
+        {},
+        {"*": 0.03, "himmelblau": 0.01, "saddle": 0.01, "rastrigin": 1, "linear": 0.3,
+         "logistic": 0.1},
+        "momentum orthogonalised by Newton-Schulz for matrices, AdamW (Nesterov) for the rest "
+        "(Jordan et al. 2024, Muon); on the one-vector problems (2-d, linear, logistic) every "
+        "step is its Adam branch (NAdam's numbers), on digits the weight matrices get Muon",
+    ),
+    "soap": Preset(
+        optim_fn.contrib.soap,
+        {},
+        {"*": 0.003, "himmelblau": 0.01, "quadratic": 0.01, "rastrigin": 1, "linear": 0.03,
+         "logistic": 0.03, "digits": 0.03},
+        "Adam in the eigenbasis of Shampoo's preconditioner, b1=b2=0.95, weight decay 1e-2, first"
+        " update 0 (Vyas et al. 2024, SOAP); vectors, so all of the one-vector problems (2-d, "
+        "linear, logistic), get plain Adam steps; not in the groups: on the CPU a vmap of 3+ SOAP"
+        " runs on digits hangs (sweep or --seeds 3), so run it there with --sweep-points 0 and at"
+        " most 2 seeds",
+    ),
+    "schedule_free_adamw": Preset(
+        optim_fn.contrib.schedule_free_adamw,
+        {},
+        {"*": 0.1, "beale": 0.3, "quadratic": 0.3, "rastrigin": 0.01, "linear": 0.3,
+         "logistic": 0.3},
+        "Schedule-Free AdamW: interpolated averaging instead of momentum and schedules (Defazio "
+        "et al. 2024); the loss shown is at the training iterate y where gradients are taken, not"
+        " at the averaged x (schedule_free_eval_params), which the runner does not compute",
+    ),
+    "prodigy": Preset(
+        optim_fn.contrib.prodigy,
+        {},
+        {"*": 1},
+        "parameter-free Adam: the step scale d estimated from the distance travelled (Mishchenko "
+        "& Defazio 2024, Prodigy); learning rate 1",
+    ),
+    "adopt": Preset(
+        optim_fn.contrib.adopt,
+        {},
+        {"*": 0.03, "rosenbrock": 3, "beale": 1, "himmelblau": 0.003, "quadratic": 0.1,
+         "rastrigin": 0.01, "linear": 0.3, "logistic": 0.1},
+        "Adam normalising by the previous second moment, with clipping (Taniguchi et al. 2024, "
+        "ADOPT)",
+    ),
+    "ademamix": Preset(
+        optim_fn.contrib.ademamix,
+        {},
+        {"*": 3, "rosenbrock": 0.1, "beale": 0.3, "himmelblau": 1, "saddle": 0.3, "logistic": 1,
+         "digits": 0.03},
+        "Adam plus 5 times a slow (0.9999) gradient average (Pagliardini et al. 2025, AdEMAMix)",
+    ),
+    "madgrad": Preset(
+        optim_fn.contrib.madgrad,
+        {},
+        {"*": 0.003, "himmelblau": 0.0003, "saddle": 0.001, "rastrigin": 1e-05, "linear": 0.1,
+         "logistic": 0.01, "digits": 0.03},
+        "momentumised dual averaging with a cube-root scale (Defazio & Jelassi 2022, MADGRAD)",
+    ),
+    "dog": Preset(
+        optim_fn.contrib.dog,
+        {},
+        {"*": 1},
+        "parameter-free SGD: distance from the start over the root sum of squared gradient norms "
+        "(Ivgi et al. 2023, DoG); learning rate 1",
+    ),
+    "cocob": Preset(
+        optim_fn.contrib.cocob,
+        {},
+        {"*": 1},
+        "parameter-free coin betting per coordinate (Orabona & Tommasi 2017, COCOB-Backprop); "
+        "learning rate 1",
+    ),
+    "galore": Preset(
+        optim_fn.contrib.galore,
+        {},
+        {"*": 0.03, "rosenbrock": 0.1, "himmelblau": 0.01, "saddle": 0.01, "rastrigin": 1,
+         "linear": 0.1},
+        "Adam on rank-128 projections of matrix gradients, SVD every 200 steps (Zhao et al. 2024,"
+        " GaLore); the digits MLP's matrices have rank <= 64, so it is Adam in a rotated basis "
+        "there, and plain Adam on the one-vector problems (2-d, linear, logistic)",
+    ),
+}
+
+OPTIMIZERS: dict[str, Preset] = {**CLASSIC, **MODERN}
+
+DEFAULT_OPTIMIZERS = tuple(CLASSIC)
+# SOAP is run by name only: on the CPU, a vmap of 3 or more SOAP runs on the digits MLP
+# (the sweep, or --seeds 3) never returns, so a group containing it would hang there.
+MODERN_OPTIMIZERS = tuple(name for name in MODERN if name != "soap")
+GROUPS: dict[str, tuple[str, ...]] = {
+    "classic": DEFAULT_OPTIMIZERS,
+    "modern": MODERN_OPTIMIZERS,
+    "all": DEFAULT_OPTIMIZERS + MODERN_OPTIMIZERS,
+}
+"""Names that stand for several optimizers on the command line (``--optimizers modern``);
+``all`` is every preset but SOAP (see its summary)."""
 
 
 class ChoiceError(ValueError):
@@ -201,10 +431,44 @@ class OptimizerChoice:
 
 def make_optimizer(text: str) -> OptimizerChoice:
     """The optimizer named by ``text`` (``"adam:learning_rate=3e-3,b1=0.95"``)."""
-    name, keywords = parse_choice(text, "optimizer", OPTIMIZERS)
+    name = text.partition(":")[0].strip().lower()
+    if name in GROUPS:
+        raise ChoiceError(
+            f"{name!r} is a group of optimizers ({', '.join(GROUPS[name])}); groups take no "
+            "options: name one optimizer to give it options"
+        )
+    try:
+        name, keywords = parse_choice(text, "optimizer", OPTIMIZERS)
+    except ChoiceError as error:
+        if name in OPTIMIZERS:
+            raise
+        raise ChoiceError(f"{error}; groups: {', '.join(GROUPS)}") from None
     _check_keywords("optimizer", name, OPTIMIZERS[name].factory, keywords)
     label = text.strip() if keywords else name
     return OptimizerChoice(name, keywords, label)
+
+
+def make_optimizers(texts: Sequence[str]) -> list[OptimizerChoice]:
+    """The optimizers named by ``texts``, each group name replaced by its members.
+
+    ``["adam", "modern"]`` is Adam followed by every modern preset in :data:`GROUPS`
+    order; ``["all"]`` is every preset.
+    """
+    choices = []
+    for text in texts:
+        name = text.strip().lower()
+        if name in GROUPS:
+            choices.extend(make_optimizer(member) for member in GROUPS[name])
+        else:
+            choices.append(make_optimizer(text))
+    return choices
+
+
+def _shown(default: Any) -> str:
+    # A function's repr carries its address; its name is what a reader needs.
+    if callable(default) and hasattr(default, "__name__"):
+        return default.__name__
+    return repr(default)
 
 
 def describe() -> str:
@@ -220,11 +484,14 @@ def describe() -> str:
     lines.append("optimizers:")
     for name, preset in OPTIMIZERS.items():
         options = ", ".join(
-            f"{p.name}={preset.keywords.get(p.name, p.default)!r}"
+            f"{p.name}={_shown(preset.keywords.get(p.name, p.default))}"
             for p in inspect.signature(preset.factory).parameters.values()
             if p.name != "learning_rate"
         )
         rates = ", ".join(f"{k}: {v:g}" for k, v in preset.learning_rates.items())
-        lines.append(f"  {name:<11} {preset.summary}")
-        lines.append(f"  {'':<11} learning_rate by problem ({rates}); {options}")
+        lines.append(f"  {name:<19} {preset.summary}")
+        lines.append(f"  {'':<19} learning_rate by problem ({rates}); {options}")
+    lines.append("groups (for --optimizers):")
+    for name, members in GROUPS.items():
+        lines.append(f"  {name:<19} {' '.join(members)}")
     return "\n".join(lines)

@@ -345,7 +345,10 @@ def _check_names(optimizer, problem, hyperparams):
         return
     state = jax.eval_shape(optimizer.init, problem.init(0))
     valid = sorted(get_hyperparams(state))
-    unknown = sorted(set(hyperparams) - set(valid))
+    # A bare name sets every block that has it (set_hyperparams), also when blocks share
+    # it and get_hyperparams qualifies it (muon's "learning_rate" in its two branches).
+    bare = {name.rsplit(".", 1)[-1] for name in valid}
+    unknown = sorted(set(hyperparams) - set(valid) - bare)
     if unknown:
         raise ValueError(
             f"run: no hyperparameter named {', '.join(map(repr, unknown))} in this "
