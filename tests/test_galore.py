@@ -154,8 +154,10 @@ def test_projector_is_refreshed_every_update_proj_gap_steps_and_orthonormal():
         grad = {"w": jnp.asarray(rng.normal(size=(6, 4)), jnp.float32)}
         _, state = transform.update(grad, state)
         p = np.asarray(state.projector["w"])
-        # A float32 SVD is orthonormal to a few ulps times the size (2e-6 from cuSOLVER).
-        np.testing.assert_allclose(p.T @ p, np.eye(2), atol=1e-5)
+        # A float32 SVD is orthonormal to a few ulps times the size: 1e-6 holds on the CPU,
+        # cuSOLVER on an H100 gave 2e-6.
+        atol = 1e-6 if jax.default_backend() == "cpu" else 1e-5
+        np.testing.assert_allclose(p.T @ p, np.eye(2), atol=atol)
         if previous is not None:
             assert (not np.array_equal(p, previous)) == (step % 3 == 1), step
         previous = p
