@@ -1,7 +1,7 @@
-"""``python -m optim_fn``: the command line (see :mod:`optim_fn.cli`)."""
+"""``python -m optim_fn``: the command line (see :mod:`optim_fn.experiments.cli`)."""
 
 import sys
 
-from optim_fn.cli import main
+from optim_fn.experiments.cli import main
 
 sys.exit(main())

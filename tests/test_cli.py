@@ -15,8 +15,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from optim_fn import cli
-from optim_fn.experiments import plots, registry
+from optim_fn.experiments import cli, plots, registry
 
 matplotlib.use("Agg")
 
@@ -229,7 +228,7 @@ def test_groups_expand_on_the_command_line(texts, expected, monkeypatch, tmp_pat
 def test_console_script_entry_point():
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["optim-fn"] == "optim_fn.cli:main"
+    assert scripts["optim-fn"] == "optim_fn.experiments.cli:main"
     script = shutil.which("optim-fn", path=str(Path(sys.executable).parent))
     if script is None:
         pytest.skip("optim-fn is not installed in this environment (pip install -e .)")

@@ -9,6 +9,7 @@ torch through ``param_groups`` and here through ``optim_fn.set_hyperparams``. fl
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import jax
@@ -108,6 +109,26 @@ def _data(dtype, seed=0):
     return params, noise
 
 
+@contextlib.contextmanager
+def _torch_default_dtype(dtype):
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(old)
+
+
+def _torch_scalars_like(name, dtype):
+    """torch's default dtype for a run that should match ours at ``dtype``.
+
+    ASGD keeps eta and mu in the params' precision here; torch keeps them in its default
+    dtype (float32 even for float64 params), so 64-bit runs compare with torch in float64.
+    """
+    wide = name == "ASGD" and np.finfo(dtype).bits == 64
+    return _torch_default_dtype(torch.float64) if wide else contextlib.nullcontext()
+
+
 def _torch_run(name, kwargs, params, noise, lr_changes=True):
     tensors = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
     opt = getattr(torch.optim, name)(list(tensors.values()), lr=LR, **kwargs)
@@ -166,7 +187,8 @@ def relative_error(ours, reference):
 def _compare(name, kwargs, dtype):
     params, noise = _data(dtype)
     lr_changes = name not in FIXED_LR
-    reference = _torch_run(name, kwargs, params, noise, lr_changes)
+    with _torch_scalars_like(name, dtype):
+        reference = _torch_run(name, kwargs, params, noise, lr_changes)
     with jax.enable_x64(np.finfo(dtype).bits == 64):
         ours, _ = _ours_run(name, kwargs, params, noise, lr_changes)
     for k in SHAPES:
@@ -271,19 +293,20 @@ def test_asgd_average_matches_torch():
     params, noise = _data(np.float64, seed=1)
     kwargs = {"lambd": 0.1, "t0": 10}
     tensors = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
-    opt = torch.optim.ASGD(list(tensors.values()), lr=LR, **kwargs)
-    for step in range(STEPS):
-        for k, p in tensors.items():
-            p.grad = 0.5 * p.detach() + torch.tensor(noise[k][step])
-        opt.step()
+    with _torch_scalars_like("ASGD", np.float64):  # float64 eta and mu, as ours
+        opt = torch.optim.ASGD(list(tensors.values()), lr=LR, **kwargs)
+        for step in range(STEPS):
+            for k, p in tensors.items():
+                p.grad = 0.5 * p.detach() + torch.tensor(noise[k][step])
+            opt.step()
     with jax.enable_x64(True):
         _, state = _ours_run("ASGD", kwargs, params, noise, lr_changes=False)
         for k, p in tensors.items():
             torch_state = opt.state[p]
             np.testing.assert_allclose(state.ax[k], torch_state["ax"].numpy(), rtol=1e-12)
-            assert state.eta.dtype == jnp.float32 and state.mu.dtype == jnp.float32
-            assert float(state.eta) == float(torch_state["eta"])
-            assert float(state.mu) == float(torch_state["mu"])
+            assert state.eta.dtype == jnp.float64 and state.mu.dtype == jnp.float64
+            np.testing.assert_allclose(float(state.eta), float(torch_state["eta"]), rtol=1e-14)
+            np.testing.assert_allclose(float(state.mu), float(torch_state["mu"]), rtol=1e-14)
         average = np.asarray(state.ax["w"])
     # The average differs from the last iterate once t > t0, or this checks nothing.
     assert np.max(np.abs(average - tensors["w"].detach().numpy())) > 1e-4

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import jax
@@ -37,6 +38,21 @@ def _data():
     return params, noise
 
 
+@contextlib.contextmanager
+def _torch_precision(name):
+    """ASGD keeps its ``eta``/``mu`` in the params' precision (float64 here, under x64);
+    torch keeps them in its default dtype, so run torch with a float64 default for it."""
+    if name != "ASGD":
+        yield
+        return
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
 def _torch_steps(opt, tensors, noise, steps):
     for step in steps:
         for k, p in tensors.items():
@@ -55,6 +71,11 @@ def _ours_steps(transform, state, x, noise, steps):
 
 @pytest.mark.parametrize("name,kwargs", CONFIGS, ids=[n for n, _ in CONFIGS])
 def test_torch_to_optim_fn_then_continue(name, kwargs):
+    with _torch_precision(name):
+        _torch_to_optim_fn_then_continue(name, kwargs)
+
+
+def _torch_to_optim_fn_then_continue(name, kwargs):
     params, noise = _data()
     tensors = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
     opt = getattr(torch.optim, name)(list(tensors.values()), lr=0.05, **kwargs)
@@ -75,6 +96,11 @@ def test_torch_to_optim_fn_then_continue(name, kwargs):
 
 @pytest.mark.parametrize("name,kwargs", CONFIGS, ids=[n for n, _ in CONFIGS])
 def test_optim_fn_to_torch_then_continue(name, kwargs):
+    with _torch_precision(name):
+        _optim_fn_to_torch_then_continue(name, kwargs)
+
+
+def _optim_fn_to_torch_then_continue(name, kwargs):
     params, noise = _data()
     with jax.enable_x64(True):
         transform = getattr(oft, name)(lr=0.05, **kwargs)

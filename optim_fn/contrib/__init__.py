@@ -62,7 +62,7 @@ from optim_fn.contrib._sophia import (
     scale_by_sophia,
     sophia,
 )
-from optim_fn.plateau import ReduceLROnPlateauState, reduce_on_plateau
+from optim_fn.transforms._plateau import ReduceLROnPlateauState, reduce_on_plateau
 
 __all__ = [
     "COCOBState",

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from optim_fn import transforms
-from optim_fn import validation as check
-from optim_fn.adaptive import ScaleByBeliefState
-from optim_fn.base import GradientTransformationExtraArgs, ScalarOrSchedule
-from optim_fn.combine import chain
-from optim_fn.rule_transform import Slot, rule_transform
-from optim_fn.rules import adaptive as rules
+from optim_fn.core import validation as check
+from optim_fn.core.base import GradientTransformationExtraArgs, ScalarOrSchedule
+from optim_fn.core.lift import Slot, rule_transform
+from optim_fn.optimizers import classic
+from optim_fn.optimizers.adam_variants import ScaleByBeliefState
+from optim_fn.rules import adam_variants as rules
+from optim_fn.transforms._combine import chain
 
 
 def scale_by_acprop(
@@ -72,6 +72,6 @@ def acprop(
     check.check_non_negative("acprop", "weight_decay", weight_decay)
     return chain(
         scale_by_acprop(b1, b2, eps, eps_root),
-        transforms.add_decayed_weights(weight_decay, mask),
-        transforms.scale_by_learning_rate(learning_rate),
+        classic.add_decayed_weights(weight_decay, mask),
+        classic.scale_by_learning_rate(learning_rate),
     )

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from optim_fn import transforms
-from optim_fn import validation as check
-from optim_fn.base import Array, GradientTransformationExtraArgs, ScalarOrSchedule, Updates
-from optim_fn.combine import chain
-from optim_fn.hyperparams import Hyperparams
-from optim_fn.rule_transform import Slot, rule_transform
-from optim_fn.rules import adaptive as rules
+from optim_fn.core import validation as check
+from optim_fn.core.base import Array, GradientTransformationExtraArgs, ScalarOrSchedule, Updates
+from optim_fn.core.hyperparams import Hyperparams
+from optim_fn.core.lift import Slot, rule_transform
+from optim_fn.optimizers import classic
+from optim_fn.rules import adam_variants as rules
+from optim_fn.transforms._combine import chain
 
 
 class ScaleByAdemamixState(NamedTuple):
@@ -100,8 +100,8 @@ def ademamix(
     check.check_non_negative("ademamix", "weight_decay", weight_decay)
     return chain(
         scale_by_ademamix(b1, b2, b3, alpha, eps, eps_root, mu_dtype),
-        transforms.add_decayed_weights(weight_decay, mask),
-        transforms.scale_by_learning_rate(learning_rate),
+        classic.add_decayed_weights(weight_decay, mask),
+        classic.scale_by_learning_rate(learning_rate),
     )
 
 
@@ -159,6 +159,6 @@ def simplified_ademamix(
     check.check_non_negative("simplified_ademamix", "weight_decay", weight_decay)
     return chain(
         scale_by_simplified_ademamix(b1, b2, alpha, eps, eps_root),
-        transforms.add_decayed_weights(weight_decay, mask),
-        transforms.scale_by_learning_rate(learning_rate),
+        classic.add_decayed_weights(weight_decay, mask),
+        classic.scale_by_learning_rate(learning_rate),
     )

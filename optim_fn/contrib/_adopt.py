@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from optim_fn import transforms
-from optim_fn import validation as check
-from optim_fn.base import Array, GradientTransformationExtraArgs, ScalarOrSchedule, Updates
-from optim_fn.combine import chain
-from optim_fn.hyperparams import Hyperparams
-from optim_fn.rule_transform import Slot, rule_transform
-from optim_fn.rules import adaptive as rules
+from optim_fn.core import validation as check
+from optim_fn.core.base import Array, GradientTransformationExtraArgs, ScalarOrSchedule, Updates
+from optim_fn.core.hyperparams import Hyperparams
+from optim_fn.core.lift import Slot, rule_transform
+from optim_fn.optimizers import classic
+from optim_fn.rules import adam_variants as rules
+from optim_fn.transforms._combine import chain
 
 
 class ScaleByAdoptState(NamedTuple):
@@ -100,5 +100,5 @@ def adopt(
             use_clipping=use_clipping,
             clip_value_fn=clip_value_fn,
         ),
-        transforms.scale_by_learning_rate(learning_rate),
+        classic.scale_by_learning_rate(learning_rate),
     )

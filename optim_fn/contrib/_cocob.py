@@ -7,14 +7,13 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from optim_fn import transforms
-from optim_fn import validation as check
-from optim_fn.base import Array, GradientTransformationExtraArgs, ScalarOrSchedule, Updates
-from optim_fn.combine import chain
 from optim_fn.contrib._common import start_slots_at_params
-from optim_fn.hyperparams import Hyperparams
-from optim_fn.leafwise import refuse_complex
-from optim_fn.rule_transform import Slot, rule_transform
+from optim_fn.core import validation as check
+from optim_fn.core.base import Array, GradientTransformationExtraArgs, ScalarOrSchedule, Updates
+from optim_fn.core.hyperparams import Hyperparams
+from optim_fn.core.lift import Slot, refuse_complex, rule_transform
+from optim_fn.optimizers import classic
+from optim_fn.transforms._combine import chain
 
 
 class COCOBState(NamedTuple):
@@ -116,7 +115,7 @@ def cocob(
     check.check_learning_rate("cocob", learning_rate)
     check.check_non_negative("cocob", "weight_decay", weight_decay)
     return chain(
-        transforms.add_decayed_weights(weight_decay, mask),
-        transforms.scale_by_learning_rate(learning_rate, flip_sign=False),
+        classic.add_decayed_weights(weight_decay, mask),
+        classic.scale_by_learning_rate(learning_rate, flip_sign=False),
         scale_by_cocob(alpha, eps),
     )

@@ -7,40 +7,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from optim_fn.base import Array, GradientTransformationExtraArgs
-from optim_fn.rules.classic import abs_sq
-
-
-def wide(x: Array) -> Array:
-    """``x`` in float32 at least (complex64 at least for complex ``x``)."""
-    return jnp.asarray(x).astype(jnp.promote_types(jnp.asarray(x).dtype, jnp.float32))
-
-
-def tree_sq_norm(tree: Any) -> Array:
-    """``sum |x|^2`` over every leaf, real, in float32 at least."""
-    total = jnp.zeros([], jnp.float32)
-    for leaf in jax.tree.leaves(tree):
-        total = total + jnp.sum(abs_sq(wide(leaf)))
-    return total
-
-
-def tree_norm(tree: Any) -> Array:
-    return jnp.sqrt(tree_sq_norm(tree))
-
-
-def tree_real_vdot(a: Any, b: Any) -> Array:
-    """``Re <a, b> = sum Re(conj(a) b)``: the inner product of the trees as real vectors."""
-    total = jnp.zeros([], jnp.float32)
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-        total = total + jnp.sum((jnp.conj(wide(x)) * wide(y)).real)
-    return total
-
-
-def tree_l1(tree: Any) -> Array:
-    total = jnp.zeros([], jnp.float32)
-    for leaf in jax.tree.leaves(tree):
-        total = total + jnp.sum(jnp.abs(wide(leaf)))
-    return total
+from optim_fn.core.base import GradientTransformationExtraArgs
+from optim_fn.core.numerics import wide  # noqa: F401 - re-exported for the contrib modules
+from optim_fn.tree._math import tree_l1_norm, tree_norm, tree_real_vdot, tree_sq_norm  # noqa: F401
 
 
 def require_params(params: Any, who: str) -> None:

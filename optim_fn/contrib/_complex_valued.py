@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from optim_fn.base import (
+from optim_fn.core.base import (
     GradientTransformation,
     GradientTransformationExtraArgs,
     compiled_when_eager,

@@ -7,20 +7,20 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from optim_fn import hyperparams as hp
-from optim_fn import validation as check
-from optim_fn.base import (
+from optim_fn.contrib._common import copy_params, require_params, tree_l1_norm, tree_real_vdot
+from optim_fn.core import hyperparams as hp
+from optim_fn.core import validation as check
+from optim_fn.core.base import (
     Array,
     GradientTransformationExtraArgs,
     ScalarOrSchedule,
     Updates,
     compiled_when_eager,
 )
-from optim_fn.contrib._common import copy_params, require_params, tree_l1, tree_real_vdot
-from optim_fn.hyperparams import Hyperparams
-from optim_fn.rule_transform import safe_increment
+from optim_fn.core.hyperparams import Hyperparams
+from optim_fn.core.numerics import safe_increment
 from optim_fn.rules.classic import abs_sq
-from optim_fn.tree_utils import check_params, tree_full_like
+from optim_fn.tree._structure import check_params, tree_full_like
 
 
 class DAdaptAdamWState(NamedTuple):
@@ -157,7 +157,7 @@ def dadapt_adamw(
             updates,
         )
         numerator = sb2 * state.numerator_weighted + one_minus_sb2 * dlr * numerator_acum
-        l1 = tree_l1(grad_sum).astype(dtype)
+        l1 = tree_l1_norm(grad_sum).astype(dtype)
         # Zero gradients so far leave 0/0 here (optax: NaN, forever after); keep d instead.
         d_estimate = numerator / (one_minus_sb2 * jnp.where(l1 > 0, l1, 1))
         estim_lr = jnp.where(l1 > 0, jnp.maximum(state.estim_lr, d_estimate), state.estim_lr)
@@ -268,7 +268,7 @@ def prodigy(
             updates,
         )
         numerator = b3 * state.numerator_weighted + d / estim_lr0 * dlr * numerator_acum
-        l1 = tree_l1(grad_sum).astype(dtype)
+        l1 = tree_l1_norm(grad_sum).astype(dtype)
         # Zero gradients so far leave 0/0 here (optax: NaN, forever after); keep d instead.
         estimate = h["estim_lr_coef"] * numerator / jnp.where(l1 > 0, l1, 1)
         estim_lr = jnp.where(l1 > 0, jnp.maximum(d, estimate), d)

@@ -7,10 +7,10 @@ from typing import Any, Literal, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from optim_fn import hyperparams as hp
-from optim_fn import transforms
-from optim_fn import validation as check
-from optim_fn.base import (
+from optim_fn.contrib._common import copy_params, require_params, tree_norm, tree_sq_norm
+from optim_fn.core import hyperparams as hp
+from optim_fn.core import validation as check
+from optim_fn.core.base import (
     Array,
     GradientTransformationExtraArgs,
     ScalarOrSchedule,
@@ -18,11 +18,11 @@ from optim_fn.base import (
     fresh_value,
     identity,
 )
-from optim_fn.combine import chain
-from optim_fn.contrib._common import copy_params, require_params, tree_norm, tree_sq_norm
-from optim_fn.hyperparams import Hyperparams
-from optim_fn.rule_transform import safe_increment
-from optim_fn.tree_utils import check_params
+from optim_fn.core.hyperparams import Hyperparams
+from optim_fn.core.numerics import safe_increment
+from optim_fn.optimizers import classic
+from optim_fn.transforms._combine import chain
+from optim_fn.tree._structure import check_params
 
 _INIT_STEP_TYPES = ("distance", "learning_rate", "heuristic")
 
@@ -148,11 +148,11 @@ def dog(
     if weight_decay is not None:
         check.check_non_negative("dog", "weight_decay", weight_decay)
     return chain(
-        transforms.add_decayed_weights(weight_decay, mask)
+        classic.add_decayed_weights(weight_decay, mask)
         if weight_decay is not None
         else identity(),
         scale_by_dog(init_step, eps),
-        transforms.scale_by_learning_rate(learning_rate),
+        classic.scale_by_learning_rate(learning_rate),
     )
 
 
@@ -236,9 +236,9 @@ def dowg(
     if weight_decay is not None:
         check.check_non_negative("dowg", "weight_decay", weight_decay)
     return chain(
-        transforms.add_decayed_weights(weight_decay, mask)
+        classic.add_decayed_weights(weight_decay, mask)
         if weight_decay is not None
         else identity(),
         scale_by_dowg(init_estim_sq_dist, eps),
-        transforms.scale_by_learning_rate(learning_rate),
+        classic.scale_by_learning_rate(learning_rate),
     )

@@ -17,10 +17,9 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from optim_fn import hyperparams as hp
-from optim_fn import transforms
-from optim_fn import validation as check
-from optim_fn.base import (
+from optim_fn.core import hyperparams as hp
+from optim_fn.core import validation as check
+from optim_fn.core.base import (
     Array,
     GradientTransformationExtraArgs,
     OptState,
@@ -28,11 +27,12 @@ from optim_fn.base import (
     Updates,
     compiled_when_eager,
 )
-from optim_fn.combine import chain
-from optim_fn.flat import check_not_flat
-from optim_fn.hyperparams import Hyperparams
-from optim_fn.rule_transform import safe_increment
-from optim_fn.tree_utils import check_params
+from optim_fn.core.hyperparams import Hyperparams
+from optim_fn.core.numerics import safe_increment
+from optim_fn.flat._ravel import check_not_flat
+from optim_fn.optimizers import classic
+from optim_fn.transforms._combine import chain
+from optim_fn.tree._structure import check_params
 
 
 class GaLoreDimensionNumbers(NamedTuple):
@@ -199,7 +199,7 @@ def scale_by_galore(
         )
     check.check_scalar(where, "scale", scale)
     if base_optimizer is None:
-        base_optimizer = transforms.scale_by_adam()
+        base_optimizer = classic.scale_by_adam()
     elif not (hasattr(base_optimizer, "init") and hasattr(base_optimizer, "update")):
         raise ValueError(
             f"{where}: `base_optimizer` must be a gradient transformation (init, update), "
@@ -320,6 +320,6 @@ def galore(
     check.check_non_negative("galore", "weight_decay", weight_decay)
     return chain(
         scale_by_galore(rank, update_proj_gap, scale, base_optimizer, weight_dimension_numbers),
-        transforms.add_decayed_weights(weight_decay, mask),
-        transforms.scale_by_learning_rate(learning_rate),
+        classic.add_decayed_weights(weight_decay, mask),
+        classic.scale_by_learning_rate(learning_rate),
     )

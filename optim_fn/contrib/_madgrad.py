@@ -6,14 +6,14 @@ from typing import NamedTuple
 
 import jax.numpy as jnp
 
-from optim_fn import transforms
-from optim_fn import validation as check
-from optim_fn.base import Array, GradientTransformationExtraArgs, ScalarOrSchedule, Updates
-from optim_fn.combine import chain
 from optim_fn.contrib._common import start_slots_at_params
-from optim_fn.hyperparams import Hyperparams
-from optim_fn.rule_transform import Slot, rule_transform
+from optim_fn.core import validation as check
+from optim_fn.core.base import Array, GradientTransformationExtraArgs, ScalarOrSchedule, Updates
+from optim_fn.core.hyperparams import Hyperparams
+from optim_fn.core.lift import Slot, rule_transform
+from optim_fn.optimizers import classic
 from optim_fn.rules.classic import abs_sq
+from optim_fn.transforms._combine import chain
 
 
 class MadgradState(NamedTuple):
@@ -99,6 +99,6 @@ def madgrad(
     """
     check.check_non_negative("madgrad", "weight_decay", weight_decay)
     return chain(
-        transforms.add_decayed_weights(weight_decay),
+        classic.add_decayed_weights(weight_decay),
         scale_by_madgrad(learning_rate, momentum, eps),
     )

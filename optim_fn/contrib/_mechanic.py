@@ -9,9 +9,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from optim_fn import hyperparams as hp
-from optim_fn import validation as check
-from optim_fn.base import (
+from optim_fn.contrib._common import copy_params, require_params, tree_norm, tree_real_vdot
+from optim_fn.core import hyperparams as hp
+from optim_fn.core import validation as check
+from optim_fn.core.base import (
     Array,
     GradientTransformation,
     GradientTransformationExtraArgs,
@@ -19,10 +20,9 @@ from optim_fn.base import (
     compiled_when_eager,
     with_extra_args,
 )
-from optim_fn.contrib._common import copy_params, require_params, tree_norm, tree_real_vdot
-from optim_fn.hyperparams import Hyperparams
-from optim_fn.rule_transform import safe_increment
-from optim_fn.tree_utils import check_params
+from optim_fn.core.hyperparams import Hyperparams
+from optim_fn.core.numerics import safe_increment
+from optim_fn.tree._structure import check_params
 
 
 class MechanicState(NamedTuple):

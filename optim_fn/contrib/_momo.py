@@ -11,20 +11,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from optim_fn import hyperparams as hp
-from optim_fn import validation as check
-from optim_fn.base import (
+from optim_fn.contrib._common import require_params, require_value, tree_real_vdot
+from optim_fn.core import hyperparams as hp
+from optim_fn.core import validation as check
+from optim_fn.core.base import (
     Array,
     GradientTransformationExtraArgs,
     ScalarOrSchedule,
     Updates,
     compiled_when_eager,
 )
-from optim_fn.contrib._common import require_params, require_value, tree_real_vdot
-from optim_fn.hyperparams import Hyperparams
-from optim_fn.rule_transform import safe_increment
+from optim_fn.core.hyperparams import Hyperparams
+from optim_fn.core.numerics import safe_increment
 from optim_fn.rules.classic import abs_sq
-from optim_fn.tree_utils import check_params, tree_full_like
+from optim_fn.tree._structure import check_params, tree_full_like
 
 # Below this squared momentum norm the step is 0: optax's threshold (float64 epsilon).
 _TINY = float(np.finfo(np.float64).eps)

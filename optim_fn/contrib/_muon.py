@@ -16,25 +16,25 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from optim_fn import hyperparams as hp
-from optim_fn import transforms
-from optim_fn import validation as check
-from optim_fn.base import (
+from optim_fn.core import hyperparams as hp
+from optim_fn.core import validation as check
+from optim_fn.core.base import (
     Array,
     GradientTransformationExtraArgs,
     ScalarOrSchedule,
     Updates,
-    compiled_when_eager,
 )
-from optim_fn.combine import chain
-from optim_fn.flat import check_not_flat
-from optim_fn.hyperparams import Hyperparams
-from optim_fn.optimizers import adamw
-from optim_fn.partition import partition
-from optim_fn.rule_transform import safe_increment
-from optim_fn.rules.adaptive import first_moment_hat
+from optim_fn.core.hyperparams import Hyperparams
+from optim_fn.core.lift import rule_transform
+from optim_fn.core.numerics import safe_increment
+from optim_fn.flat._ravel import check_not_flat
+from optim_fn.optimizers import classic
+from optim_fn.optimizers.classic import adamw
+from optim_fn.rules.adam_variants import first_moment_hat
 from optim_fn.rules.classic import moving_average
-from optim_fn.tree_utils import check_params, tree_full_like
+from optim_fn.transforms._combine import chain
+from optim_fn.transforms._partition import partition
+from optim_fn.tree._structure import full_like
 
 _PRECONDITIONINGS = ("frobenius", "spectral", "aol", "schatten")
 _DEFAULT_NS_COEFFS = (3.4445, -4.775, 2.0315)
@@ -204,6 +204,27 @@ def _dims_per_leaf(updates: Any, spec: Any) -> list:
     return [d for u, d in zip(with_none, dims, strict=True) if u is not None]
 
 
+def _hashable(dims: MuonDimensionNumbers) -> MuonDimensionNumbers:
+    """The same dimension numbers with tuples for lists (leaves are grouped by them)."""
+    as_tuple = lambda axes: axes if isinstance(axes, int) else tuple(axes)  # noqa: E731
+    return MuonDimensionNumbers(as_tuple(dims.reduction_axis), as_tuple(dims.output_axis))
+
+
+def _muon_rule(
+    grad, mu, *, dims, ns_coeffs, count, beta, one_minus_beta, eps, ns_steps, preconditioning,
+    nesterov, adaptive,
+):
+    """One leaf: momentum, its bias-corrected (Nesterov) form, then its polar factor."""
+    mu = moving_average(grad, mu, beta, one_minus_beta)
+    mu_hat = first_moment_hat(mu, grad, beta, one_minus_beta, count, nesterov)
+    direction = orthogonalize_via_newton_schulz(
+        mu_hat, ns_coeffs, ns_steps, preconditioning, eps, dims
+    )
+    if adaptive:
+        direction = jnp.sum((mu_hat.conj() * direction).real) * direction
+    return direction, mu
+
+
 def _coefficients(where: str, ns_coeffs: Any, ns_steps: int) -> np.ndarray:
     if isinstance(ns_coeffs, str):
         if ns_coeffs not in _NS_PRESETS:
@@ -262,42 +283,28 @@ def scale_by_muon(
             f"{where}: `preconditioning` must be one of {_PRECONDITIONINGS}, got "
             f"{preconditioning!r}"
         )
-    specs = {"beta": beta, "eps": eps}
-    decays = frozenset({"beta"})
-
-    def init(params):
-        check_not_flat(params, where, "it orthogonalizes each leaf as a matrix")
-        check_params(params, where)
-        return MuonState(
-            count=jnp.zeros([], jnp.int32),
-            mu=tree_full_like(params, 0.0, mu_dtype),
-            ns_coeffs=jnp.asarray(coeffs, hp.storage_dtype(params)),
-            hyperparams=hp.init_hyperparams(specs, decays, hp.storage_dtype(params)),
-        )
-
-    def update(updates, state, params=None, **extra_args):
-        del params, extra_args
-        hyperparams_now = hp.step_hyperparams(state.hyperparams, specs, decays, state.count)
-        h = hp.as_keywords(hyperparams_now)
-        count = safe_increment(state.count)
-        leaves, treedef = jax.tree.flatten(updates)
-        mu_leaves = treedef.flatten_up_to(state.mu)
-        dims = _dims_per_leaf(updates, weight_dimension_numbers)
-        new_updates, new_mu = [], []
-        for grad, mu, dim in zip(leaves, mu_leaves, dims, strict=True):
-            mu_new = moving_average(grad, mu, h["beta"], h["one_minus_beta"])
-            mu_hat = first_moment_hat(mu_new, grad, h["beta"], h["one_minus_beta"], count, nesterov)
-            direction = orthogonalize_via_newton_schulz(
-                mu_hat, state.ns_coeffs, ns_steps, preconditioning, h["eps"], dim
-            )
-            if adaptive:
-                direction = jnp.sum((mu_hat.conj() * direction).real) * direction
-            new_updates.append(direction.astype(grad.dtype))
-            new_mu.append(mu_new.astype(mu.dtype))
-        new_state = MuonState(count, treedef.unflatten(new_mu), state.ns_coeffs, hyperparams_now)
-        return treedef.unflatten(new_updates), new_state
-
-    return GradientTransformationExtraArgs(init, compiled_when_eager(update))
+    return rule_transform(
+        _muon_rule,
+        MuonState,
+        slots=("mu",),
+        init_slots=lambda param: (full_like(param, 0.0, mu_dtype),),
+        hyperparams={"beta": beta, "eps": eps},
+        decays=("beta",),
+        static={
+            "ns_steps": ns_steps,
+            "preconditioning": preconditioning,
+            "nesterov": nesterov,
+            "adaptive": adaptive,
+        },
+        leaf_keywords=lambda updates: [
+            {"dims": _hashable(dims)}
+            for dims in _dims_per_leaf(updates, weight_dimension_numbers)
+        ],
+        constants={"ns_coeffs": lambda params: jnp.asarray(coeffs, hp.storage_dtype(params))},
+        name=where,
+        flat_reason="it orthogonalizes each leaf as a matrix",
+        batch_by_shape=True,
+    )
 
 
 def scale_by_shape(
@@ -407,8 +414,8 @@ def muon(
             weight_dimension_numbers=spec,
         ),
         scale_by_shape(spec, consistent_rms),
-        transforms.add_decayed_weights(weight_decay, weight_decay_mask),
-        transforms.scale_by_learning_rate(learning_rate),
+        classic.add_decayed_weights(weight_decay, weight_decay_mask),
+        classic.scale_by_learning_rate(learning_rate),
     )
     adam_part = adamw(
         adam_learning_rate,

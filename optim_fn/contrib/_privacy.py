@@ -15,23 +15,23 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from optim_fn import hyperparams as hp
-from optim_fn import transforms
-from optim_fn import validation as check
-from optim_fn.base import (
+from optim_fn.core import hyperparams as hp
+from optim_fn.core import validation as check
+from optim_fn.core.base import (
     Array,
     GradientTransformationExtraArgs,
     ScalarOrSchedule,
     compiled_when_eager,
     identity,
 )
-from optim_fn.clipping import per_example_global_norm_clip
-from optim_fn.combine import chain
-from optim_fn.flat import check_not_flat
-from optim_fn.hyperparams import Hyperparams
-from optim_fn.noise import _as_key
-from optim_fn.rule_transform import safe_increment
-from optim_fn.tree_utils import check_params
+from optim_fn.core.hyperparams import Hyperparams
+from optim_fn.core.numerics import safe_increment
+from optim_fn.flat._ravel import check_not_flat
+from optim_fn.optimizers import classic
+from optim_fn.optimizers.noisy_sgd import _as_key
+from optim_fn.transforms._clipping import per_example_global_norm_clip
+from optim_fn.transforms._combine import chain
+from optim_fn.tree._structure import check_params
 
 
 class DifferentiallyPrivateAggregateState(NamedTuple):
@@ -160,6 +160,6 @@ def dpsgd(
         raise ValueError(f"{where}: `nesterov=True` needs a `momentum`")
     return chain(
         differentially_private_aggregate(l2_norm_clip, noise_multiplier, key=seed),
-        transforms.trace(momentum, nesterov) if momentum is not None else identity(),
-        transforms.scale_by_learning_rate(learning_rate),
+        classic.trace(momentum, nesterov) if momentum is not None else identity(),
+        classic.scale_by_learning_rate(learning_rate),
     )

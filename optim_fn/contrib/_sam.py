@@ -21,14 +21,14 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from optim_fn.base import (
+from optim_fn.contrib._common import require_params, tree_norm
+from optim_fn.core.base import (
     EmptyState,
     GradientTransformation,
     GradientTransformationExtraArgs,
     apply_updates,
     with_extra_args,
 )
-from optim_fn.contrib._common import require_params, tree_norm
 
 NormalizeState = EmptyState
 

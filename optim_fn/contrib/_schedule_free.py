@@ -11,10 +11,10 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from optim_fn import hyperparams as hp
-from optim_fn import transforms
-from optim_fn import validation as check
-from optim_fn.base import (
+from optim_fn.contrib._common import copy_params, require_params
+from optim_fn.core import hyperparams as hp
+from optim_fn.core import validation as check
+from optim_fn.core.base import (
     Array,
     GradientTransformation,
     GradientTransformationExtraArgs,
@@ -22,13 +22,13 @@ from optim_fn.base import (
     compiled_when_eager,
     with_extra_args,
 )
-from optim_fn.combine import chain
-from optim_fn.contrib._common import copy_params, require_params
-from optim_fn.hyperparams import Hyperparams
-from optim_fn.optimizers import sgd
-from optim_fn.rule_transform import safe_increment
-from optim_fn.schedules import warmup_constant_schedule
-from optim_fn.tree_utils import check_params
+from optim_fn.core.hyperparams import Hyperparams
+from optim_fn.core.numerics import safe_increment
+from optim_fn.optimizers import classic
+from optim_fn.optimizers.classic import sgd
+from optim_fn.schedules._composite import warmup_constant_schedule
+from optim_fn.transforms._combine import chain
+from optim_fn.tree._structure import check_params
 
 
 class ScheduleFreeState(NamedTuple):
@@ -182,7 +182,7 @@ def schedule_free_sgd(
     optimizer = sgd(learning_rate)
     if weight_decay is not None:
         check.check_non_negative("schedule_free_sgd", "weight_decay", weight_decay)
-        optimizer = chain(transforms.add_decayed_weights(weight_decay), optimizer)
+        optimizer = chain(classic.add_decayed_weights(weight_decay), optimizer)
     return schedule_free(optimizer, learning_rate, b1, weight_lr_power, state_dtype)
 
 
@@ -207,8 +207,8 @@ def schedule_free_adamw(
     learning_rate = _warmed_up(learning_rate, warmup_steps)
     check.check_non_negative("schedule_free_adamw", "weight_decay", weight_decay)
     optimizer = chain(
-        transforms.scale_by_rms(decay=b2, eps=eps, eps_in_sqrt=False, bias_correction=True),
-        transforms.add_decayed_weights(weight_decay),
-        transforms.scale_by_learning_rate(learning_rate),
+        classic.scale_by_rms(decay=b2, eps=eps, eps_in_sqrt=False, bias_correction=True),
+        classic.add_decayed_weights(weight_decay),
+        classic.scale_by_learning_rate(learning_rate),
     )
     return schedule_free(optimizer, learning_rate, b1, weight_lr_power, state_dtype)

@@ -23,13 +23,12 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from optim_fn import validation as check
-from optim_fn.base import Array, GradientTransformationExtraArgs, ScalarOrSchedule, Updates
-from optim_fn.combine import chain
-from optim_fn.flat import check_not_flat
-from optim_fn.hyperparams import Hyperparams
-from optim_fn.leafwise import leafwise_transform, refuse_complex
-from optim_fn.rule_transform import rule_transform
+from optim_fn.core import validation as check
+from optim_fn.core.base import Array, GradientTransformationExtraArgs, ScalarOrSchedule, Updates
+from optim_fn.core.hyperparams import Hyperparams
+from optim_fn.core.lift import leafwise_transform, refuse_complex, rule_transform
+from optim_fn.flat._ravel import check_not_flat
+from optim_fn.transforms._combine import chain
 
 # Matrix products in full float32 (GPUs default to TF32), so results do not depend on
 # the device.

@@ -11,10 +11,10 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from optim_fn import hyperparams as hp
-from optim_fn import transforms
-from optim_fn import validation as check
-from optim_fn.base import (
+from optim_fn.contrib._common import require_params
+from optim_fn.core import hyperparams as hp
+from optim_fn.core import validation as check
+from optim_fn.core.base import (
     Array,
     GradientTransformation,
     GradientTransformationExtraArgs,
@@ -23,13 +23,13 @@ from optim_fn.base import (
     compiled_when_eager,
     with_extra_args,
 )
-from optim_fn.combine import chain
-from optim_fn.contrib._common import require_params
-from optim_fn.hyperparams import Hyperparams
-from optim_fn.leafwise import refuse_complex
-from optim_fn.rule_transform import safe_increment
+from optim_fn.core.hyperparams import Hyperparams
+from optim_fn.core.lift import refuse_complex
+from optim_fn.core.numerics import safe_increment
+from optim_fn.optimizers import classic
 from optim_fn.rules.classic import debias, moving_average
-from optim_fn.tree_utils import check_params, tree_full_like
+from optim_fn.transforms._combine import chain
+from optim_fn.tree._structure import check_params, tree_full_like
 
 
 class HutchinsonState(NamedTuple):
@@ -245,6 +245,6 @@ def sophia(
             verbose,
             print_win_rate_every_n_steps,
         ),
-        transforms.add_decayed_weights(weight_decay, weight_decay_mask),
-        transforms.scale_by_learning_rate(learning_rate),
+        classic.add_decayed_weights(weight_decay, weight_decay_mask),
+        classic.scale_by_learning_rate(learning_rate),
     )

@@ -10,6 +10,8 @@
   ``python -m optim_fn compare`` (:mod:`~optim_fn.experiments.compare`).
 """
 
+from optim_fn import _legacy
+from optim_fn.experiments import _requirements  # noqa: F401 - first: names the extra if missing
 from optim_fn.experiments.batching import BATCH_MODES, Batching, make_batching
 from optim_fn.experiments.datasets import digits_mlp, linear_regression, logistic_regression
 from optim_fn.experiments.functions import (
@@ -42,3 +44,5 @@ __all__ = [
     "run",
     "saddle",
 ]
+
+__getattr__ = _legacy.fallback(__name__)  # names this module held before the layout

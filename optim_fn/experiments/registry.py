@@ -15,7 +15,7 @@ from typing import Any
 
 import optim_fn
 import optim_fn.contrib
-from optim_fn.base import GradientTransformation
+from optim_fn.core.base import GradientTransformation
 from optim_fn.experiments import datasets, functions
 from optim_fn.experiments.problem import Problem
 

@@ -36,11 +36,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from optim_fn.base import GradientTransformation, GradientTransformationExtraArgs, apply_updates
+from optim_fn.core.base import (
+    GradientTransformation,
+    GradientTransformationExtraArgs,
+    apply_updates,
+)
+from optim_fn.core.hyperparams import get_hyperparams, set_hyperparams
 from optim_fn.experiments import batching as sampling
 from optim_fn.experiments.problem import Problem
 from optim_fn.experiments.progress import run_chunks
-from optim_fn.hyperparams import get_hyperparams, set_hyperparams
+from optim_fn.tree._math import global_norm
 
 MAX_CHUNKS = 20
 FAST_COMPILE = {"xla_backend_optimization_level": 1}
@@ -144,10 +149,6 @@ def select_run(history: History, index: Any) -> History:
     return history._replace(**picked)
 
 
-def global_norm(tree: Any) -> jax.Array:
-    """The L2 norm of all the leaves of ``tree`` together."""
-    leaves = [jnp.abs(leaf) for leaf in jax.tree.leaves(tree)]
-    return jnp.sqrt(sum(jnp.sum(leaf * leaf) for leaf in leaves))
 
 
 def product_grid(**axes: Sequence[float]) -> dict[str, np.ndarray]:

@@ -2,11 +2,12 @@
 
 Each rule takes one gradient array, the state arrays of the same shape, and scalar
 hyperparameters, and returns ``(update, *new_state)``. Nothing here knows about pytrees,
-optax or jit: :func:`optim_fn.rule_transform.rule_transform` lifts a rule over trees,
+optax or jit: :func:`optim_fn.core.lift.rule_transform` lifts a rule over trees,
 and the same function serves flat buffers and sharded arrays.
 """
 
-from optim_fn.rules.adaptive import (
+from optim_fn import _legacy
+from optim_fn.rules.adam_variants import (
     acprop,
     adamax,
     adan,
@@ -33,13 +34,12 @@ from optim_fn.rules.classic import (
     stddev,
     trace,
 )
+from optim_fn.rules.factored import factored_rms, sm3
 from optim_fn.rules.layerwise import (
-    factored_rms,
     fromage_step,
     novograd,
     param_block_norm,
     param_block_rms,
-    sm3,
     trust_ratio,
 )
 from optim_fn.rules.signs import lion, rprop, sign
@@ -80,3 +80,5 @@ __all__ = [
     "trust_ratio",
     "yogi",
 ]
+
+__getattr__ = _legacy.fallback(__name__)  # names this module held before the layout

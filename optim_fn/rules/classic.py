@@ -2,11 +2,11 @@
 
 Each rule takes one gradient array, the state arrays of the same shape, and scalar
 hyperparameters, and returns ``(update, *new_state)``. Nothing here knows about pytrees,
-optax or jit: :func:`optim_fn.rule_transform.rule_transform` lifts a rule over trees,
+optax or jit: :func:`optim_fn.core.lift.rule_transform` lifts a rule over trees,
 and the same function serves flat buffers and sharded arrays.
 
 Decay rates arrive twice, as ``b`` and as ``one_minus_b`` (``1 - b`` computed at full
-precision on the host; see :mod:`optim_fn.hyperparams`). ``count`` is the step number
+precision on the host; see :mod:`optim_fn.core.hyperparams`). ``count`` is the step number
 ``t``, 1 at the first update.
 """
 
@@ -15,14 +15,11 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from optim_fn.core.numerics import abs_sq, safe_increment
+
 Array = jax.Array
 
 
-def abs_sq(x: Array) -> Array:
-    """``|x|^2``, real even for complex ``x`` (one second moment per complex entry)."""
-    if jnp.iscomplexobj(x):
-        return (x.conj() * x).real
-    return x * x
 
 
 def moving_average(value: Array, average: Array, decay: Array, one_minus_decay: Array) -> Array:
@@ -110,8 +107,7 @@ def adam(
     nu = moving_average(abs_sq(grad), nu, b2, one_minus_b2)
     second_moment = nu if nu_floor is None else jnp.maximum(nu, nu_floor)
     if nesterov:
-        next_count = jnp.where(count < jnp.iinfo(count.dtype).max, count + 1, count)
-        mu_hat = b1 * debias(mu, b1, next_count) + one_minus_b1 * debias(grad, b1, count)
+        mu_hat = b1 * debias(mu, b1, safe_increment(count)) + one_minus_b1 * debias(grad, b1, count)
     else:
         mu_hat = debias(mu, b1, count, one_minus_b1 if precise_bias_correction else None)
     nu_hat = debias(second_moment, b2, count, one_minus_b2 if precise_bias_correction else None)

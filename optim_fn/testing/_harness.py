@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from optim_fn.base import (
+from optim_fn.core.base import (
     GradientTransformation,
     GradientTransformationExtraArgs,
     OptState,

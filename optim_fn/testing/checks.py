@@ -11,8 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from optim_fn.base import Params, Updates, apply_updates
-from optim_fn.hyperparams import get_hyperparams, set_hyperparams
+from optim_fn.core.base import Params, Updates, apply_updates
+from optim_fn.core.hyperparams import get_hyperparams, set_hyperparams
 from optim_fn.testing._harness import (
     HYPERPARAMS_ARE_DATA,
     JIT_MATCHES_EAGER,
@@ -228,7 +228,7 @@ def _check_hyperparams(update: TracedStep, transform, params, grads) -> None:
         update(grads, changed, params)
     assert_traced_once(
         update,
-        "Keep hyperparameters as arrays in the state (see optim_fn.hyperparams) so that a "
+        "Keep hyperparameters as arrays in the state (see optim_fn.core.hyperparams) so that a "
         "new value is new data, not a new program.",
     )
 

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from optim_fn.base import Params, Updates
+from optim_fn.core.base import Params, Updates
 
 if TYPE_CHECKING:
     from hypothesis.strategies import SearchStrategy

@@ -15,10 +15,14 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from optim_fn import hyperparams as hp
-from optim_fn.base import GradientTransformationExtraArgs, ScalarOrSchedule, compiled_when_eager
-from optim_fn.rule_transform import safe_increment
-from optim_fn.tree_utils import check_params, flatten_matching
+from optim_fn.core import hyperparams as hp
+from optim_fn.core.base import (
+    GradientTransformationExtraArgs,
+    ScalarOrSchedule,
+    compiled_when_eager,
+)
+from optim_fn.core.numerics import safe_increment
+from optim_fn.tree._structure import check_params, flatten_matching
 
 
 class AdafactorState(NamedTuple):

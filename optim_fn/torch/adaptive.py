@@ -13,9 +13,15 @@ from typing import Any, NamedTuple
 import jax.numpy as jnp
 
 from optim_fn import rules
-from optim_fn.base import GradientTransformationExtraArgs, ScalarOrSchedule
-from optim_fn.hyperparams import Hyperparams
-from optim_fn.rule_transform import Slot, rule_transform
+from optim_fn.core import hyperparams as hp
+from optim_fn.core.base import (
+    GradientTransformationExtraArgs,
+    ScalarOrSchedule,
+    compiled_when_eager,
+)
+from optim_fn.core.hyperparams import Hyperparams
+from optim_fn.core.lift import Slot, rule_transform
+from optim_fn.core.numerics import safe_increment
 from optim_fn.torch import validation as check
 from optim_fn.torch.classic import working_gradient
 from optim_fn.torch.complex_as_real import as_real_pairs, both_parts_initialised
@@ -288,11 +294,55 @@ def _asgd_rule(
     return new_param - param, ax
 
 
-def _asgd_scalars(stored, values, t):
+def _asgd_scalars(values, t):
+    """torch's ``eta`` and ``mu`` after step ``t``, used at step ``t + 1``."""
     lr, lambd = values["lr"], values["lambd"]
     new_eta = lr / (1 + lambd * lr * t) ** values["alpha"]
     new_mu = 1 / jnp.maximum(1, t - values["t0"])
-    return {"eta": stored["eta"], "mu": stored["mu"]}, {"eta": new_eta, "mu": new_mu}
+    return new_eta, new_mu
+
+
+def _with_asgd_scalars(
+    inner: GradientTransformationExtraArgs, specs: dict[str, ScalarOrSchedule]
+) -> GradientTransformationExtraArgs:
+    """Adds ``eta`` and ``mu`` to ``inner``'s state, in the hyperparameters' dtype.
+
+    That dtype is :func:`optim_fn.core.hyperparams.storage_dtype` of the params (the widest
+    float dtype among them, at least float32): float64 params under x64 get float64
+    ``eta``/``mu``, float32 params float32. (NAdam's ``mu_product`` goes through
+    :func:`~optim_fn.torch.step_scalars.with_step_scalars`, which always stores float32.)
+    """
+
+    def init(params):
+        state = inner.init(params)
+        lr = hp.as_keywords(state.hyperparams)["lr"]
+        return ASGDState(**state._asdict(), eta=lr, mu=jnp.ones([], lr.dtype))
+
+    def update(grads, state, params=None, **extra_args):
+        del extra_args
+        current = hp.step_hyperparams(state.hyperparams, specs, frozenset(), state.count)
+        values = hp.as_keywords(current)
+        dtype = values["lr"].dtype
+        t = safe_increment(state.count).astype(dtype)
+        # This step uses the eta and mu stored by the previous one (torch's lag).
+        eta, mu = state.eta.astype(dtype), state.mu.astype(dtype)
+        injected = state.hyperparams._replace(
+            values={**state.hyperparams.values, "eta": eta, "mu": mu}
+        )
+        inner_state = _ASGDInner(state.count, state.ax, injected)
+        updates, new_inner = inner.update(grads, inner_state, params)
+        values_out = dict(new_inner.hyperparams.values)
+        del values_out["eta"], values_out["mu"]
+        new_eta, new_mu = _asgd_scalars(values, t)
+        return updates, ASGDState(
+            count=new_inner.count,
+            ax=new_inner.ax,
+            hyperparams=new_inner.hyperparams._replace(values=values_out),
+            eta=new_eta.astype(dtype),
+            mu=new_mu.astype(dtype),
+        )
+
+    return GradientTransformationExtraArgs(init, compiled_when_eager(update))
 
 
 def ASGD(  # noqa: N802 - torch's class name
@@ -314,9 +364,15 @@ def ASGD(  # noqa: N802 - torch's class name
         \\eta_t = \\frac{\\eta}{(1 + \\lambda\\eta t)^\\alpha}, \\
         \\mu_t = \\frac1{\\max(1, t - t_0)}
 
-    ``eta`` and ``mu`` are float32 state as in torch (``eta_0 = lr``), so an lr change
-    takes effect one step late, as in torch. The average ``ax`` is in the state
-    (``state.ax``), never written into the params. Defaults as torch.
+    ``eta`` and ``mu`` are state (``eta_0 = lr``), so an lr change takes effect one step
+    late, as in torch. They are computed and stored in the params' precision (the widest
+    float dtype among the params, as the hyperparameters; see
+    :func:`optim_fn.core.hyperparams.storage_dtype`): float64 under x64 with float64 params,
+    matching torch run with ``torch.set_default_dtype(torch.float64)``; float32 for float32
+    params. torch keeps them in its default dtype, float32 even for float64 params unless
+    changed, which puts its default float64 runs ~1e-8 (relative) from this one. The
+    average ``ax`` is in the state (``state.ax``), never written into the params.
+    Defaults as torch.
     """
     del foreach, differentiable, capturable
     where = "ASGD"
@@ -332,11 +388,7 @@ def ASGD(  # noqa: N802 - torch's class name
         uses_params=True,
         name=where,
     )
-    return with_step_scalars(
-        inner, _ASGDInner, ASGDState, specs, frozenset(),
-        init_scalars=lambda values: {"eta": values["lr"], "mu": 1.0},
-        step_scalars=_asgd_scalars,
-    )
+    return _with_asgd_scalars(inner, specs)
 
 
 # ----------------------------------------------------------------------------- Rprop

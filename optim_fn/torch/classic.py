@@ -22,9 +22,9 @@ from typing import Any, NamedTuple
 import jax.numpy as jnp
 
 from optim_fn import rules
-from optim_fn.base import GradientTransformationExtraArgs, ScalarOrSchedule
-from optim_fn.hyperparams import Hyperparams
-from optim_fn.rule_transform import Slot, rule_transform
+from optim_fn.core.base import GradientTransformationExtraArgs, ScalarOrSchedule
+from optim_fn.core.hyperparams import Hyperparams
+from optim_fn.core.lift import Slot, rule_transform
 from optim_fn.torch import validation as check
 from optim_fn.torch.complex_as_real import as_real_pairs, both_parts_initialised
 

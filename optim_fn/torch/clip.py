@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from optim_fn.base import GradientTransformationExtraArgs, compiled_when_eager
+from optim_fn.core.base import GradientTransformationExtraArgs, compiled_when_eager
 
 
 def _vector_norm(x: jax.Array, norm_type: float) -> jax.Array:

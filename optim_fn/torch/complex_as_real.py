@@ -49,7 +49,7 @@ def both_parts_initialised(transform: Any, field: str, value: float) -> Any:
     for complex params, as torch (e.g. Adagrad's ``sum``, Rprop's ``step_size``): one
     initial value per real component. Real params keep ``value``.
     """
-    from optim_fn.base import GradientTransformationExtraArgs
+    from optim_fn.core.base import GradientTransformationExtraArgs
 
     def init(params):
         state = transform.init(params)

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from optim_fn.base import GradientTransformationExtraArgs
+from optim_fn.core.base import GradientTransformationExtraArgs
 from optim_fn.torch.lbfgs_strong_wolfe import strong_wolfe
 
 

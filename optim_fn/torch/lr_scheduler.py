@@ -25,8 +25,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from optim_fn.base import GradientTransformationExtraArgs
-from optim_fn.hyperparams import get_hyperparams, set_hyperparams
+from optim_fn.core.base import GradientTransformationExtraArgs
+from optim_fn.core.hyperparams import get_hyperparams, set_hyperparams
 
 Array = jax.Array
 

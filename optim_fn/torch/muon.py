@@ -14,10 +14,10 @@ import jax
 import jax.numpy as jnp
 
 from optim_fn import rules
-from optim_fn.base import GradientTransformationExtraArgs, ScalarOrSchedule
 from optim_fn.contrib._muon import orthogonalize_via_newton_schulz
-from optim_fn.hyperparams import Hyperparams
-from optim_fn.rule_transform import Slot, rule_transform
+from optim_fn.core.base import GradientTransformationExtraArgs, ScalarOrSchedule
+from optim_fn.core.hyperparams import Hyperparams
+from optim_fn.core.lift import Slot, rule_transform
 
 
 class MuonState(NamedTuple):

@@ -20,8 +20,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from optim_fn.base import GradientTransformationExtraArgs
-from optim_fn.partition import partition, path_labels
+from optim_fn.core.base import GradientTransformationExtraArgs
+from optim_fn.transforms._partition import partition
+from optim_fn.tree._paths import path_labels
 
 
 def param_groups(

@@ -16,9 +16,9 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import sparse
 
-from optim_fn import hyperparams as hp
-from optim_fn.base import GradientTransformationExtraArgs, ScalarOrSchedule
-from optim_fn.rule_transform import safe_increment
+from optim_fn.core import hyperparams as hp
+from optim_fn.core.base import GradientTransformationExtraArgs, ScalarOrSchedule
+from optim_fn.core.numerics import safe_increment
 
 
 class SparseAdamState(NamedTuple):

@@ -16,8 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from optim_fn.base import GradientTransformationExtraArgs
-from optim_fn.hyperparams import get_hyperparams, set_hyperparams
+from optim_fn.core.base import GradientTransformationExtraArgs
+from optim_fn.core.hyperparams import get_hyperparams, set_hyperparams
 
 _SCALARS = ("mu_product", "eta", "mu")
 
@@ -69,7 +69,9 @@ def from_torch_state_dict(
             step = int(_to_numpy(first.get("step", 1 if first else 0)))
             fields[field] = jnp.asarray(step, jnp.int32)
         elif field in _SCALARS and field in first:
-            fields[field] = jnp.asarray(_to_numpy(first[field]), jnp.float32)
+            # In the field's own dtype: NAdam's mu_product is float32, ASGD's eta/mu
+            # follow the params' precision.
+            fields[field] = jnp.asarray(_to_numpy(first[field]), current.dtype)
         elif field != "hyperparams" and current is not None and field in first:
             old = treedef.flatten_up_to(current)
             fields[field] = jax.tree.unflatten(
@@ -102,8 +104,9 @@ def to_torch_state_dict(state: Any, params: Any, template: dict) -> dict:
         if field in ("count", "hyperparams") or value is None:
             continue
         if field in _SCALARS:
+            dtype = torch.float64 if value.dtype == jnp.float64 else torch.float32
             for entry in per_param:
-                entry[field] = torch.tensor(float(value), dtype=torch.float32)
+                entry[field] = torch.tensor(float(value), dtype=dtype)
             continue
         for entry, leaf in zip(per_param, treedef.flatten_up_to(value), strict=True):
             entry[field] = torch.tensor(np.array(leaf))

@@ -1,11 +1,14 @@
-"""Scalar optimizer state that torch keeps as float32 tensors (NAdam, ASGD).
+"""Scalar optimizer state that torch keeps as float32 tensors (NAdam's ``mu_product``).
 
-torch keeps NAdam's ``mu_product`` and ASGD's ``eta`` and ``mu`` as 0-d float32 tensors,
-even for float64 params, and that rounding shows in float64 results (1.6e-9 for NAdam
-after 5 steps). :func:`with_step_scalars` wraps a :func:`~optim_fn.rule_transform`
-transform: before each step it computes the per-step scalars from the stored ones and
-the current hyperparameters, hands them to the rule as extra keywords, and stores the
-new float32 scalars next to the per-parameter state.
+torch keeps NAdam's ``mu_product`` as a 0-d float32 tensor, even for float64 params, and
+that rounding shows in float64 results (1.6e-9 after 5 steps). (ASGD's ``eta`` and ``mu``
+do not go through here: they follow the params' precision, see
+``optim_fn.torch.adaptive._with_asgd_scalars``.)
+
+:func:`with_step_scalars` wraps a :func:`~optim_fn.rule_transform` transform: before
+each step it computes the per-step scalars from the stored ones and the current
+hyperparameters, hands them to the rule as extra keywords, and stores the new float32
+scalars next to the per-parameter state.
 """
 
 from __future__ import annotations
@@ -15,9 +18,9 @@ from typing import Any
 
 import jax.numpy as jnp
 
-from optim_fn import hyperparams as hp
-from optim_fn.base import GradientTransformationExtraArgs, compiled_when_eager
-from optim_fn.rule_transform import safe_increment
+from optim_fn.core import hyperparams as hp
+from optim_fn.core.base import GradientTransformationExtraArgs, compiled_when_eager
+from optim_fn.core.numerics import safe_increment
 
 Scalars = dict[str, Any]
 
