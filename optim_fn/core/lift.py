@@ -278,12 +278,13 @@ def rule_transform(
             updates, new_slots = update_tree(grads, state, params, keywords)
             return updates, new_state(state, count, new_slots, hyperparams_now)
         trees = {} if whole_leaf else {s: getattr(state, s) for s in slot_names}
-        if uses_params:
+        with_params = uses_params and params is not None
+        if with_params:
             trees["params"] = params
         treedef, grad_leaves, flat = flatten_matching(grads, "grads", **trees)
         if whole_leaf:
             flat.update(slot_leaves(treedef, state, grad_leaves))
-        if uses_params:
+        if with_params:
             check_params(params, name)
 
         hyperparams_now, count, keywords = step_keywords(state)
@@ -291,7 +292,7 @@ def rule_transform(
             (
                 grad,
                 tuple(flat[slot][index] for slot in slot_names),
-                flat["params"][index] if uses_params else None,
+                flat["params"][index] if with_params else None,
             )
             for index, grad in enumerate(grad_leaves)
         ]
@@ -300,7 +301,7 @@ def rule_transform(
             results = _apply_whole_leaf(rule, arguments, own, keywords, batch_by_shape)
         else:
             results = [
-                rule(grad, *values, **({"param": param} if uses_params else {}), **keywords)
+                rule(grad, *values, **({"param": param} if with_params else {}), **keywords)
                 for grad, values, param in arguments
             ]
 
