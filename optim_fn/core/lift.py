@@ -147,6 +147,7 @@ def rule_transform(
     leaf_keywords: Callable[[Any], list[dict]] | None = None,
     constants: Mapping[str, Callable[[Any], Any]] | None = None,
     init_state: Callable[[Any], tuple] | None = None,
+    extra_args: Sequence[str] = (),
 ) -> GradientTransformationExtraArgs:
     """Builds the ``(init, update)`` pair that applies ``rule`` leaf by leaf.
 
@@ -181,6 +182,8 @@ def rule_transform(
       init_state: makes the rule whole-tree: ``init_state(params) -> tuple`` gives the
         initial slot values (any pytrees); the rule is called once with the whole
         ``grads`` tree, the slot values and (``uses_params``) ``params=`` the params tree.
+      extra_args: names of ``update``'s extra keyword arguments that the rule takes
+        (e.g. ``value`` for the loss); the rule gets None for one not given.
     """
     specs = dict(hyperparams or {})
     decay_names = frozenset(decays)
@@ -265,8 +268,10 @@ def rule_transform(
             for slot, old, new in zip(slot_names, old_values, new_values, strict=True)
         }
 
+    extra_names = tuple(extra_args)
+
     def update(grads, state, params=None, **extra_args):
-        del extra_args
+        forwarded = {extra: extra_args.get(extra) for extra in extra_names}
         # A tree with no leaves (e.g. everything masked out) needs no params.
         if uses_params and params is None and jax.tree.leaves(grads):
             raise ValueError(
@@ -275,6 +280,7 @@ def rule_transform(
             )
         if whole_tree:
             hyperparams_now, count, keywords = step_keywords(state)
+            keywords.update(forwarded)
             updates, new_slots = update_tree(grads, state, params, keywords)
             return updates, new_state(state, count, new_slots, hyperparams_now)
         trees = {} if whole_leaf else {s: getattr(state, s) for s in slot_names}
@@ -288,6 +294,7 @@ def rule_transform(
             check_params(params, name)
 
         hyperparams_now, count, keywords = step_keywords(state)
+        keywords.update(forwarded)
         arguments = [
             (
                 grad,

@@ -17,15 +17,13 @@ from optim_fn.core.base import (
     Array,
     GradientTransformationExtraArgs,
     ScalarOrSchedule,
-    compiled_when_eager,
     fresh_value,
 )
 from optim_fn.core.hyperparams import Hyperparams
-from optim_fn.core.numerics import safe_increment
+from optim_fn.core.lift import rule_transform
 from optim_fn.optimizers.classic import sgd
 from optim_fn.transforms._combine import chain
 from optim_fn.tree._math import tree_sq_norm
-from optim_fn.tree._structure import check_params
 
 # Below this squared gradient norm the step is 0 (a stationary point): optax's threshold,
 # the float64 machine epsilon, whatever the dtype.
@@ -40,6 +38,28 @@ class ScaleByPolyakState(NamedTuple):
     hyperparams: Hyperparams
 
 
+
+
+def _polyak_rule(updates, step_size, *, value, f_min, max_learning_rate, eps, variant):
+    """The whole tree scaled by one Polyak step; ``step_size`` keeps it for logging."""
+    if value is None:
+        raise ValueError(
+            "scale_by_polyak needs the loss: call `update(grads, state, params, value=loss)` "
+            "(e.g. with `loss, grads = jax.value_and_grad(f)(params)`)"
+        )
+    dtype = step_size.dtype
+    sq_norm = tree_sq_norm(updates).astype(dtype)
+    gap = jnp.asarray(value).astype(dtype) - f_min
+    if variant == "sps+":
+        gap = jnp.maximum(gap, 0)
+    denominator = sq_norm + eps
+    step = jnp.where(
+        denominator <= _TINY,
+        jnp.zeros([], dtype),
+        jnp.minimum(gap / denominator, max_learning_rate),
+    )
+    scaled = jax.tree.map(lambda u: (step * u).astype(u.dtype), updates)
+    return scaled, fresh_value(step, step_size)
 
 
 def scale_by_polyak(
@@ -64,42 +84,16 @@ def scale_by_polyak(
     check.check_non_negative(where, "eps", eps)
     if variant not in ("sps", "sps+"):
         raise ValueError(f"{where}: `variant` must be 'sps' or 'sps+', got {variant!r}")
-    specs = {"f_min": f_min, "max_learning_rate": max_learning_rate, "eps": eps}
-
-    def init(params):
-        check_params(params, where)
-        dtype = hp.storage_dtype(params)
-        return ScaleByPolyakState(
-            count=jnp.zeros([], jnp.int32),
-            step_size=jnp.zeros([], dtype),
-            hyperparams=hp.init_hyperparams(specs, frozenset(), dtype),
-        )
-
-    def update(updates, state, params=None, *, value=None, **extra_args):
-        del params, extra_args
-        if value is None:
-            raise ValueError(
-                f"{where} needs the loss: call `update(grads, state, params, value=loss)` "
-                "(e.g. with `loss, grads = jax.value_and_grad(f)(params)`)"
-            )
-        hyperparams_now = hp.step_hyperparams(state.hyperparams, specs, frozenset(), state.count)
-        values = hp.as_keywords(hyperparams_now)
-        dtype = state.step_size.dtype
-        sq_norm = tree_sq_norm(updates).astype(dtype)
-        gap = jnp.asarray(value).astype(dtype) - values["f_min"]
-        if variant == "sps+":
-            gap = jnp.maximum(gap, 0)
-        denominator = sq_norm + values["eps"]
-        step = jnp.where(
-            denominator <= _TINY,
-            jnp.zeros([], dtype),
-            jnp.minimum(gap / denominator, values["max_learning_rate"]),
-        )
-        scaled = jax.tree.map(lambda u: (step * u).astype(u.dtype), updates)
-        step_size = fresh_value(step, state.step_size)
-        return scaled, ScaleByPolyakState(safe_increment(state.count), step_size, hyperparams_now)
-
-    return GradientTransformationExtraArgs(init, compiled_when_eager(update))
+    return rule_transform(
+        _polyak_rule,
+        ScaleByPolyakState,
+        slots=("step_size",),
+        init_state=lambda params: (jnp.zeros([], hp.storage_dtype(params)),),
+        hyperparams={"f_min": f_min, "max_learning_rate": max_learning_rate, "eps": eps},
+        static={"variant": variant},
+        extra_args=("value",),
+        name=where,
+    )
 
 
 def polyak_sgd(
