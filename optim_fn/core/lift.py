@@ -81,7 +81,12 @@ def refuse_complex(params: Any, who: str, why: str) -> None:
 
 
 def _cast_like(new: Any, old: Any) -> Any:
-    return jax.tree.map(lambda n, o: jnp.asarray(n).astype(jnp.asarray(o).dtype), new, old)
+    def cast(n, o):
+        dtype = jnp.asarray(o).dtype
+        # a typed PRNG key cannot be cast, only kept
+        return n if getattr(n, "dtype", None) == dtype else jnp.asarray(n).astype(dtype)
+
+    return jax.tree.map(cast, new, old)
 
 
 def _signature(*trees: Any) -> tuple:
@@ -183,7 +188,9 @@ def rule_transform(
         initial slot values (any pytrees); the rule is called once with the whole
         ``grads`` tree, the slot values and (``uses_params``) ``params=`` the params tree.
       extra_args: names of ``update``'s extra keyword arguments that the rule takes
-        (e.g. ``value`` for the loss); the rule gets None for one not given.
+        (e.g. ``value`` for the loss); the rule gets None for one not given. ``"*"``:
+        the rule gets them all as one dict, ``extra_args=`` (a wrapper passes them on to
+        the transform it wraps).
     """
     specs = dict(hyperparams or {})
     decay_names = frozenset(decays)
@@ -268,10 +275,13 @@ def rule_transform(
             for slot, old, new in zip(slot_names, old_values, new_values, strict=True)
         }
 
-    extra_names = tuple(extra_args)
+    extra_names = (extra_args,) if extra_args == "*" else tuple(extra_args)
 
     def update(grads, state, params=None, **extra_args):
-        forwarded = {extra: extra_args.get(extra) for extra in extra_names}
+        if extra_names == ("*",):
+            forwarded = {"extra_args": extra_args}
+        else:
+            forwarded = {extra: extra_args.get(extra) for extra in extra_names}
         # A tree with no leaves (e.g. everything masked out) needs no params.
         if uses_params and params is None and jax.tree.leaves(grads):
             raise ValueError(

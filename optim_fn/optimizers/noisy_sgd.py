@@ -8,19 +8,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from optim_fn.core import hyperparams as hp
 from optim_fn.core import validation as check
 from optim_fn.core.base import (
     Array,
     GradientTransformationExtraArgs,
     ScalarOrSchedule,
-    compiled_when_eager,
 )
 from optim_fn.core.hyperparams import Hyperparams
-from optim_fn.core.numerics import safe_increment
+from optim_fn.core.lift import rule_transform
 from optim_fn.optimizers import classic
 from optim_fn.transforms._combine import chain
-from optim_fn.tree._structure import check_params
 
 
 class AddNoiseState(NamedTuple):
@@ -53,6 +50,19 @@ def _resolve_key(where: str, key: Any, seed: int | None) -> Any:
     return 0 if key is None else key
 
 
+def _noise_rule(updates: Any, rng_key: Array, *, count: Array, eta: Array, gamma: Array):
+    """Every leaf plus Gaussian noise of variance ``eta / t^gamma``; one key per leaf."""
+    std = jnp.sqrt(eta / count**gamma)
+    rng_key, sample_key = jax.random.split(rng_key)
+    leaves, treedef = jax.tree.flatten(updates)
+    keys = jax.random.split(sample_key, len(leaves))
+    noisy = [
+        leaf + (std * jax.random.normal(k, leaf.shape, leaf.dtype)).astype(leaf.dtype)
+        for leaf, k in zip(leaves, keys, strict=True)
+    ]
+    return treedef.unflatten(noisy), rng_key
+
+
 def add_noise(
     eta: ScalarOrSchedule,
     gamma: ScalarOrSchedule,
@@ -73,33 +83,14 @@ def add_noise(
     check.check_non_negative(where, "eta", eta)
     check.check_non_negative(where, "gamma", gamma)
     initial_key = _as_key(_resolve_key(where, key, seed))
-    specs = {"eta": eta, "gamma": gamma}
-
-    def init(params):
-        check_params(params, where)
-        return AddNoiseState(
-            count=jnp.zeros([], jnp.int32),
-            rng_key=initial_key,
-            hyperparams=hp.init_hyperparams(specs, frozenset(), hp.storage_dtype(params)),
-        )
-
-    def update(updates, state, params=None, **extra_args):
-        del params, extra_args
-        hyperparams_now = hp.step_hyperparams(state.hyperparams, specs, frozenset(), state.count)
-        values = hp.as_keywords(hyperparams_now)
-        count = safe_increment(state.count)
-        std = jnp.sqrt(values["eta"] / count ** values["gamma"])
-        rng_key, sample_key = jax.random.split(state.rng_key)
-        leaves, treedef = jax.tree.flatten(updates)
-        keys = jax.random.split(sample_key, len(leaves))
-        noisy = [
-            leaf + (std * jax.random.normal(k, leaf.shape, leaf.dtype)).astype(leaf.dtype)
-            for leaf, k in zip(leaves, keys, strict=True)
-        ]
-        new_state = AddNoiseState(count=count, rng_key=rng_key, hyperparams=hyperparams_now)
-        return treedef.unflatten(noisy), new_state
-
-    return GradientTransformationExtraArgs(init, compiled_when_eager(update))
+    return rule_transform(
+        _noise_rule,
+        AddNoiseState,
+        slots=("rng_key",),
+        init_state=lambda params: (initial_key,),
+        hyperparams={"eta": eta, "gamma": gamma},
+        name=where,
+    )
 
 
 def noisy_sgd(

@@ -34,6 +34,7 @@ from optim_fn.core.base import (
     with_extra_args,
 )
 from optim_fn.core.hyperparams import Hyperparams
+from optim_fn.core.lift import rule_transform
 from optim_fn.core.numerics import safe_increment
 from optim_fn.rules import moving_average
 
@@ -173,6 +174,19 @@ class EmaParamsState(NamedTuple):
     hyperparams: Hyperparams
 
 
+def _ema_params_rule(
+    updates, ema, inner_state, *, params, decay, one_minus_decay, inner, extra_args
+):
+    """``inner``'s update, unchanged; the average moves towards the params it gives."""
+    new_updates, inner_state = inner.update(updates, inner_state, params, **extra_args)
+
+    def average(ema, param, update):
+        new_param = (param + update).astype(param.dtype)
+        return moving_average(new_param, ema, decay, one_minus_decay).astype(ema.dtype)
+
+    return new_updates, jax.tree.map(average, ema, params, new_updates), inner_state
+
+
 def ema_params(
     inner: GradientTransformation, decay: ScalarOrSchedule = 0.999
 ) -> GradientTransformationExtraArgs:
@@ -193,38 +207,15 @@ def ema_params(
         raise TypeError(f"{where}: `inner` is {inner!r}, not a gradient transformation")
     check.check_decay(where, "decay", decay, allow_one=True)
     inner = with_extra_args(inner)
-    specs = {"decay": decay}
-    decays = frozenset({"decay"})
-
-    def init(params: Params) -> EmaParamsState:
-        return EmaParamsState(
-            count=jnp.zeros([], jnp.int32),
-            ema=jax.tree.map(jnp.array, params),
-            inner_state=inner.init(params),
-            hyperparams=hp.init_hyperparams(specs, decays, hp.storage_dtype(params)),
-        )
-
-    def update(updates: Updates, state: EmaParamsState, params=None, **extra_args):
-        if params is None:
-            raise ValueError(
-                f"{where} needs the params: call `update(grads, state, params)` with the "
-                "current params"
-            )
-        hyperparams = hp.step_hyperparams(state.hyperparams, specs, decays, state.count)
-        keywords = hp.as_keywords(hyperparams)
-        new_updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
-
-        def average(ema, param, update):
-            new_param = (param + update).astype(param.dtype)
-            new_ema = moving_average(new_param, ema, keywords["decay"], keywords["one_minus_decay"])
-            return new_ema.astype(ema.dtype)
-
-        ema = jax.tree.map(average, state.ema, params, new_updates)
-        return new_updates, EmaParamsState(
-            count=safe_increment(state.count),
-            ema=ema,
-            inner_state=inner_state,
-            hyperparams=hyperparams,
-        )
-
-    return GradientTransformationExtraArgs(init, compiled_when_eager(update))
+    return rule_transform(
+        _ema_params_rule,
+        EmaParamsState,
+        slots=("ema", "inner_state"),
+        init_state=lambda params: (jax.tree.map(jnp.array, params), inner.init(params)),
+        hyperparams={"decay": decay},
+        decays=("decay",),
+        static={"inner": inner},
+        uses_params=True,
+        extra_args="*",
+        name=where,
+    )

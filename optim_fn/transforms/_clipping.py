@@ -36,12 +36,10 @@ from optim_fn.core.base import (
     GradientTransformationExtraArgs,
     ScalarOrSchedule,
     Updates,
-    compiled_when_eager,
     fresh_value,
 )
 from optim_fn.core.hyperparams import Hyperparams
 from optim_fn.core.lift import rule_transform
-from optim_fn.core.numerics import safe_increment
 from optim_fn.core.numerics import wide as _wide
 from optim_fn.flat._ravel import check_not_flat
 from optim_fn.rules import abs_sq
@@ -232,6 +230,14 @@ def adaptive_grad_clip(
 # Global norm: one reduction over the whole tree, so it gets its own state.
 
 
+def _global_norm_rule(updates: Updates, last_norm: Array, *, max_norm: Array) -> tuple:
+    """The whole tree scaled by ``min(1, max_norm / ||g||)``; the norm kept for logging."""
+    norm = global_norm(updates)
+    factor = _clip_factor(norm, max_norm)
+    clipped = jax.tree.map(lambda u: (u * factor).astype(u.dtype), updates)
+    return clipped, fresh_value(norm.astype(last_norm.dtype), last_norm)
+
+
 def clip_by_global_norm(max_norm: ScalarOrSchedule) -> GradientTransformationExtraArgs:
     """Rescales the whole update so that its global L2 norm is at most ``max_norm``.
 
@@ -244,31 +250,14 @@ def clip_by_global_norm(max_norm: ScalarOrSchedule) -> GradientTransformationExt
     """
     where = "clip_by_global_norm"
     check.check_non_negative(where, "max_norm", max_norm)
-    specs = {"max_norm": max_norm}
-    no_decays: frozenset[str] = frozenset()
-
-    def init(params):
-        dtype = hp.storage_dtype(params)
-        return ClipByGlobalNormState(
-            count=jnp.zeros([], jnp.int32),
-            global_norm=jnp.zeros([], dtype),
-            hyperparams=hp.init_hyperparams(specs, no_decays, dtype),
-        )
-
-    def update(updates: Updates, state: ClipByGlobalNormState, params=None, **extra_args):
-        del params, extra_args
-        hyperparams = hp.step_hyperparams(state.hyperparams, specs, no_decays, state.count)
-        norm = global_norm(updates)
-        factor = _clip_factor(norm, hp.as_keywords(hyperparams)["max_norm"])
-        clipped = jax.tree.map(lambda u: (u * factor).astype(u.dtype), updates)
-        new_state = ClipByGlobalNormState(
-            count=safe_increment(state.count),
-            global_norm=fresh_value(norm.astype(state.global_norm.dtype), state.global_norm),
-            hyperparams=hyperparams,
-        )
-        return clipped, new_state
-
-    return GradientTransformationExtraArgs(init, compiled_when_eager(update))
+    return rule_transform(
+        _global_norm_rule,
+        ClipByGlobalNormState,
+        slots=("global_norm",),
+        init_state=lambda params: (jnp.zeros([], hp.storage_dtype(params)),),
+        hyperparams={"max_norm": max_norm},
+        name=where,
+    )
 
 
 # ----------------------------------------------------------------------------------------
