@@ -16,13 +16,8 @@ import jax
 import jax.numpy as jnp
 
 from optim_fn.core import hyperparams as hp
-from optim_fn.core.base import (
-    GradientTransformationExtraArgs,
-    ScalarOrSchedule,
-    compiled_when_eager,
-)
-from optim_fn.core.numerics import safe_increment
-from optim_fn.tree._structure import check_params, flatten_matching
+from optim_fn.core.base import GradientTransformationExtraArgs, ScalarOrSchedule
+from optim_fn.core.lift import rule_transform
 
 
 class AdafactorState(NamedTuple):
@@ -41,6 +36,48 @@ def _lerp(start, end, weight):
 
 def _fail(message: str, argument: str) -> None:
     raise ValueError(f"Adafactor: {message} (check `{argument}`)")
+
+
+def _init_slots(p):
+    """Row and column statistics of the last two axes (placeholders for vectors)."""
+    if jnp.iscomplexobj(p):
+        raise ValueError("Adafactor does not support complex parameters (`params`)")
+    if p.ndim > 1:
+        row = jnp.zeros((*p.shape[:-1], 1), p.dtype)
+        col = jnp.zeros((*p.shape[:-2], 1, p.shape[-1]), p.dtype)
+        return row, col, jnp.zeros([], p.dtype)
+    return jnp.zeros([], p.dtype), jnp.zeros([], p.dtype), jnp.zeros_like(p)
+
+
+def _adafactor_rule(
+    g, row_var, col_var, variance, *, param, count, lr, beta2_decay, eps2, d, weight_decay,
+    maximize, eps1=None,
+):
+    """One leaf of torch's Adafactor step (see :func:`Adafactor` for the formulas)."""
+    p = param
+    g = -g if maximize else g
+    dtype = p.dtype
+    t = count.astype(lr.dtype)
+    eps1_value = eps1 if eps1 is not None else jnp.finfo(dtype).eps
+    weight = t**beta2_decay
+    rho = jnp.minimum(lr, 1 / jnp.sqrt(t))
+    size = max(p.size, 1)
+    alpha = jnp.maximum(eps2, jnp.linalg.norm(p.ravel()) / size**0.5) * rho
+    decay = -(lr * weight_decay) * p
+    if p.ndim > 1:
+        row_mean = jnp.sum(g * g, axis=-1, keepdims=True) / g.shape[-1]
+        col_mean = jnp.sum(g * g, axis=-2, keepdims=True) / g.shape[-2]
+        row_var = _lerp(row_var, row_mean.astype(dtype), weight.astype(dtype))
+        col_var = _lerp(col_var, col_mean.astype(dtype), weight.astype(dtype))
+        estimate = jnp.matmul(row_var, col_var, precision=jax.lax.Precision.HIGHEST)
+        estimate = estimate / jnp.maximum(jnp.mean(row_var, axis=-2, keepdims=True), eps1_value)
+    else:
+        variance = _lerp(variance, g * g, weight.astype(dtype))
+        estimate = variance
+    scaled = jax.lax.rsqrt(jnp.maximum(estimate, eps1_value * eps1_value)) * g
+    denom = jnp.maximum(1.0, jnp.linalg.norm(scaled.ravel()) / (size**0.5 * d))
+    step = (alpha / denom).astype(dtype)
+    return decay - step * scaled, row_var, col_var, variance
 
 
 def Adafactor(  # noqa: N802 - torch's class name
@@ -87,81 +124,14 @@ def Adafactor(  # noqa: N802 - torch's class name
              "weight_decay": weight_decay}
     if eps1 is not None:
         specs["eps1"] = eps1
-    where = "Adafactor"
-
-    def init(params):
-        check_params(params, where)
-        for leaf in jax.tree.leaves(params):
-            if jnp.iscomplexobj(leaf):
-                raise ValueError("Adafactor does not support complex parameters (`params`)")
-
-        def row(p):
-            return jnp.zeros((*p.shape[:-1], 1), p.dtype) if p.ndim > 1 else jnp.zeros([], p.dtype)
-
-        def col(p):
-            if p.ndim > 1:
-                return jnp.zeros((*p.shape[:-2], 1, p.shape[-1]), p.dtype)
-            return jnp.zeros([], p.dtype)
-
-        def var(p):
-            return jnp.zeros_like(p) if p.ndim <= 1 else jnp.zeros([], p.dtype)
-
-        return AdafactorState(
-            count=jnp.zeros([], jnp.int32),
-            row_var=jax.tree.map(row, params),
-            col_var=jax.tree.map(col, params),
-            variance=jax.tree.map(var, params),
-            hyperparams=hp.init_hyperparams(specs, frozenset(), hp.storage_dtype(params)),
-        )
-
-    def leaf_update(g, p, row_var, col_var, variance, t, h):
-        g = -g if maximize else g
-        dtype = p.dtype
-        eps1_value = h["eps1"] if "eps1" in h else jnp.finfo(dtype).eps
-        weight = t ** h["beta2_decay"]
-        rho = jnp.minimum(h["lr"], 1 / jnp.sqrt(t))
-        size = max(p.size, 1)
-        alpha = jnp.maximum(h["eps2"], jnp.linalg.norm(p.ravel()) / size**0.5) * rho
-        decay = -(h["lr"] * h["weight_decay"]) * p
-        if p.ndim > 1:
-            row_mean = jnp.sum(g * g, axis=-1, keepdims=True) / g.shape[-1]
-            col_mean = jnp.sum(g * g, axis=-2, keepdims=True) / g.shape[-2]
-            row_var = _lerp(row_var, row_mean.astype(dtype), weight.astype(dtype))
-            col_var = _lerp(col_var, col_mean.astype(dtype), weight.astype(dtype))
-            estimate = jnp.matmul(row_var, col_var, precision=jax.lax.Precision.HIGHEST)
-            estimate = estimate / jnp.maximum(
-                jnp.mean(row_var, axis=-2, keepdims=True), eps1_value
-            )
-        else:
-            variance = _lerp(variance, g * g, weight.astype(dtype))
-            estimate = variance
-        scaled = jax.lax.rsqrt(jnp.maximum(estimate, eps1_value * eps1_value)) * g
-        denom = jnp.maximum(1.0, jnp.linalg.norm(scaled.ravel()) / (size**0.5 * h["d"]))
-        step = (alpha / denom).astype(dtype)
-        return decay - step * scaled, row_var, col_var, variance
-
-    def update(grads, state, params=None, **extra_args):
-        del extra_args
-        if params is None and jax.tree.leaves(grads):
-            raise ValueError(
-                "Adafactor needs the params: call `update(grads, state, params)`"
-            )
-        treedef, grad_leaves, flat = flatten_matching(grads, "grads", params=params)
-        row_leaves = treedef.flatten_up_to(state.row_var)
-        col_leaves = treedef.flatten_up_to(state.col_var)
-        var_leaves = treedef.flatten_up_to(state.variance)
-        current = hp.step_hyperparams(state.hyperparams, specs, frozenset(), state.count)
-        values = hp.as_keywords(current)
-        count = safe_increment(state.count)
-        t = count.astype(next(iter(values.values())).dtype)
-        outputs = [
-            leaf_update(g, p, r, c, v, t, values)
-            for g, p, r, c, v in zip(
-                grad_leaves, flat["params"], row_leaves, col_leaves, var_leaves, strict=True
-            )
-        ]
-        parts = [jax.tree.unflatten(treedef, [o[i] for o in outputs]) for i in range(4)]
-        updates = jax.tree.map(lambda u, g: u.astype(g.dtype), parts[0], grads)
-        return updates, AdafactorState(count, parts[1], parts[2], parts[3], current)
-
-    return GradientTransformationExtraArgs(init, compiled_when_eager(update))
+    return rule_transform(
+        _adafactor_rule,
+        AdafactorState,
+        slots=("row_var", "col_var", "variance"),
+        init_slots=_init_slots,
+        hyperparams=specs,
+        static={"maximize": maximize},
+        uses_params=True,
+        name="Adafactor",
+        flat_reason="it factors the last two axes of each param",
+    )
