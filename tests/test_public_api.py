@@ -1,6 +1,7 @@
-"""The public surface: every name importable before the layout by concept still is; the
-top-level namespace is curated; the heavy subpackages load lazily; the layers import
-downwards only, with no cycles; no module is long."""
+"""The public surface: every name defined (or exported) by a module before the layout by
+concept still imports from that module path; the top-level namespace is curated; the
+heavy subpackages load lazily; the layers import downwards only, with no cycles; no
+module is long."""
 
 from __future__ import annotations
 
@@ -18,9 +19,13 @@ import optim_fn
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "optim_fn"
 BEFORE = json.loads((ROOT / "tests" / "data" / "names_before_0.1_layout.json").read_text())
+# Internal helper modules that went away (not named in any doc), with what replaced them.
+REMOVED = {
+    "optim_fn.torch.step_scalars": "the lifter's `scalars=`/`step_scalars=` (torch NAdam, ASGD)",
+}
 
 
-@pytest.mark.parametrize("module_name", sorted(BEFORE))
+@pytest.mark.parametrize("module_name", sorted(set(BEFORE) - set(REMOVED)))
 def test_every_old_module_path_and_name_still_imports(module_name):
     module = importlib.import_module(module_name)
     missing = [name for name in BEFORE[module_name] if not hasattr(module, name)]

@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from optim_fn.contrib._common import copy_params, require_params, tree_l1_norm, tree_real_vdot
+from optim_fn.contrib._common import copy_params, tree_l1_norm, tree_real_vdot
 from optim_fn.core import hyperparams as hp
 from optim_fn.core import validation as check
 from optim_fn.core.base import (
@@ -15,12 +15,11 @@ from optim_fn.core.base import (
     GradientTransformationExtraArgs,
     ScalarOrSchedule,
     Updates,
-    compiled_when_eager,
 )
 from optim_fn.core.hyperparams import Hyperparams
-from optim_fn.core.numerics import safe_increment
+from optim_fn.core.lift import rule_transform
 from optim_fn.rules.classic import abs_sq
-from optim_fn.tree._structure import check_params, tree_full_like
+from optim_fn.tree._structure import tree_full_like
 
 
 class DAdaptAdamWState(NamedTuple):
@@ -48,6 +47,9 @@ class ProdigyState(NamedTuple):
     hyperparams: Hyperparams
 
 
+_SLOTS = ("exp_avg", "exp_avg_sq", "grad_sum", "estim_lr", "numerator_weighted")
+
+
 def _betas(where: str, betas: Any) -> tuple:
     if not (isinstance(betas, tuple | list) and len(betas) == 2):
         raise ValueError(f"{where}: `betas` must be a pair (beta1, beta2), got {betas!r}")
@@ -69,6 +71,77 @@ def _adam_step(exp_avg, exp_avg_sq, params, scale, decay, eps) -> Any:
         exp_avg_sq,
         params,
     )
+
+
+def _dadapt_adamw_rule(
+    updates, exp_avg, exp_avg_sq, grad_sum, estim_lr, numerator_weighted, *, params, count,
+    learning_rate, beta1, one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay,
+):
+    """AdamW scaled by ``d``; ``d`` grows to ``r / ((1 - sqrt(b2)) ||z||_1)``."""
+    b1, b2 = beta1, beta2
+    sb2 = jnp.sqrt(b2)
+    one_minus_sb2 = _one_minus_sqrt(b2, one_minus_beta2)
+    dtype = estim_lr.dtype
+    correction = jnp.sqrt(1 - b2**count) / (1 - b1**count)
+    dlr = (estim_lr * learning_rate * correction).astype(dtype)
+    weighted_sum = jax.tree.map(lambda s, v: s / (jnp.sqrt(v.real) + eps), grad_sum, exp_avg_sq)
+    numerator_acum = tree_real_vdot(updates, weighted_sum).astype(dtype)
+    new_exp_avg = jax.tree.map(
+        lambda m, g: (b1 * m + one_minus_beta1 * dlr * g).astype(m.dtype), exp_avg, updates
+    )
+    new_exp_avg_sq = jax.tree.map(
+        lambda v, g: (b2 * v + one_minus_beta2 * abs_sq(g)).astype(v.dtype),
+        exp_avg_sq,
+        updates,
+    )
+    new_grad_sum = jax.tree.map(
+        lambda s, g: (sb2 * s + one_minus_sb2 * dlr * g).astype(s.dtype), grad_sum, updates
+    )
+    numerator = sb2 * numerator_weighted + one_minus_sb2 * dlr * numerator_acum
+    l1 = tree_l1_norm(new_grad_sum).astype(dtype)
+    # Zero gradients so far leave 0/0 here (optax: NaN, forever after); keep d instead.
+    d_estimate = numerator / (one_minus_sb2 * jnp.where(l1 > 0, l1, 1))
+    new_estim_lr = jnp.where(l1 > 0, jnp.maximum(estim_lr, d_estimate), estim_lr)
+    new_updates = _adam_step(new_exp_avg, new_exp_avg_sq, params, 1.0, weight_decay * dlr, eps)
+    return new_updates, new_exp_avg, new_exp_avg_sq, new_grad_sum, new_estim_lr, numerator
+
+
+def _prodigy_rule(
+    updates, exp_avg, exp_avg_sq, grad_sum, estim_lr, numerator_weighted, *, params, params0,
+    count, learning_rate, beta1, one_minus_beta1, beta2, one_minus_beta2, beta3, eps,
+    estim_lr_coef, weight_decay, estim_lr0, safeguard_warmup,
+):
+    """Adam on ``d``-scaled gradients; ``d`` grows to ``c r / ||s||_1``."""
+    b1, b2, b3 = beta1, beta2, beta3
+    dtype = estim_lr.dtype
+    d = estim_lr
+    correction = jnp.sqrt(1 - b2**count) / (1 - b1**count)
+    dlr = (d * learning_rate * correction).astype(dtype)
+    param_diff = jax.tree.map(jnp.subtract, params0, params)
+    numerator_acum = tree_real_vdot(updates, param_diff).astype(dtype)
+    new_exp_avg = jax.tree.map(
+        lambda m, g: (b1 * m + one_minus_beta1 * (d * g)).astype(m.dtype), exp_avg, updates
+    )
+    new_exp_avg_sq = jax.tree.map(
+        lambda v, g: (b2 * v + one_minus_beta2 * abs_sq(d * g)).astype(v.dtype),
+        exp_avg_sq,
+        updates,
+    )
+    sum_weight = d if safeguard_warmup else dlr
+    new_grad_sum = jax.tree.map(
+        lambda s, g: (b3 * s + sum_weight * (d * g) / estim_lr0).astype(s.dtype),
+        grad_sum,
+        updates,
+    )
+    numerator = b3 * numerator_weighted + d / estim_lr0 * dlr * numerator_acum
+    l1 = tree_l1_norm(new_grad_sum).astype(dtype)
+    # Zero gradients so far leave 0/0 here (optax: NaN, forever after); keep d instead.
+    estimate = estim_lr_coef * numerator / jnp.where(l1 > 0, l1, 1)
+    new_estim_lr = jnp.where(l1 > 0, jnp.maximum(d, estimate), d)
+    new_updates = _adam_step(
+        new_exp_avg, new_exp_avg_sq, params, dlr, weight_decay * dlr, new_estim_lr * eps
+    )
+    return new_updates, new_exp_avg, new_exp_avg_sq, new_grad_sum, new_estim_lr, numerator
 
 
 def dadapt_adamw(
@@ -103,73 +176,33 @@ def dadapt_adamw(
     check.check_non_negative(where, "eps", eps)
     check.check_non_negative(where, "estim_lr0", estim_lr0)
     check.check_non_negative(where, "weight_decay", weight_decay)
-    specs = {
-        "learning_rate": learning_rate,
-        "beta1": beta1,
-        "beta2": beta2,
-        "eps": eps,
-        "weight_decay": weight_decay,
-    }
-    decays = frozenset({"beta1", "beta2"})
 
-    def init(params):
-        check_params(params, where)
+    def init_state(params):
         dtype = hp.storage_dtype(params)
-        return DAdaptAdamWState(
-            count=jnp.zeros([], jnp.int32),
-            exp_avg=tree_full_like(params, 0.0),
-            exp_avg_sq=tree_full_like(params, 0.0),
-            grad_sum=tree_full_like(params, 0.0),
-            estim_lr=jnp.asarray(estim_lr0, dtype),
-            numerator_weighted=jnp.zeros([], dtype),
-            hyperparams=hp.init_hyperparams(specs, decays, dtype),
+        return (
+            tree_full_like(params, 0.0),
+            tree_full_like(params, 0.0),
+            tree_full_like(params, 0.0),
+            jnp.asarray(estim_lr0, dtype),
+            jnp.zeros([], dtype),
         )
 
-    def update(updates, state, params=None, **extra_args):
-        del extra_args
-        require_params(params, where)
-        hyperparams_now = hp.step_hyperparams(state.hyperparams, specs, decays, state.count)
-        h = hp.as_keywords(hyperparams_now)
-        b1, b2 = h["beta1"], h["beta2"]
-        sb2 = jnp.sqrt(b2)
-        one_minus_sb2 = _one_minus_sqrt(b2, h["one_minus_beta2"])
-        count = safe_increment(state.count)
-        dtype = state.estim_lr.dtype
-        correction = jnp.sqrt(1 - b2**count) / (1 - b1**count)
-        dlr = (state.estim_lr * h["learning_rate"] * correction).astype(dtype)
-        weighted_sum = jax.tree.map(
-            lambda s, v: s / (jnp.sqrt(v.real) + h["eps"]), state.grad_sum, state.exp_avg_sq
-        )
-        numerator_acum = tree_real_vdot(updates, weighted_sum).astype(dtype)
-        exp_avg = jax.tree.map(
-            lambda m, g: (b1 * m + h["one_minus_beta1"] * dlr * g).astype(m.dtype),
-            state.exp_avg,
-            updates,
-        )
-        exp_avg_sq = jax.tree.map(
-            lambda v, g: (b2 * v + h["one_minus_beta2"] * abs_sq(g)).astype(v.dtype),
-            state.exp_avg_sq,
-            updates,
-        )
-        grad_sum = jax.tree.map(
-            lambda s, g: (sb2 * s + one_minus_sb2 * dlr * g).astype(s.dtype),
-            state.grad_sum,
-            updates,
-        )
-        numerator = sb2 * state.numerator_weighted + one_minus_sb2 * dlr * numerator_acum
-        l1 = tree_l1_norm(grad_sum).astype(dtype)
-        # Zero gradients so far leave 0/0 here (optax: NaN, forever after); keep d instead.
-        d_estimate = numerator / (one_minus_sb2 * jnp.where(l1 > 0, l1, 1))
-        estim_lr = jnp.where(l1 > 0, jnp.maximum(state.estim_lr, d_estimate), state.estim_lr)
-        new_updates = _adam_step(
-            exp_avg, exp_avg_sq, params, 1.0, h["weight_decay"] * dlr, h["eps"]
-        )
-        new_state = DAdaptAdamWState(
-            count, exp_avg, exp_avg_sq, grad_sum, estim_lr, numerator, hyperparams_now
-        )
-        return new_updates, new_state
-
-    return GradientTransformationExtraArgs(init, compiled_when_eager(update))
+    return rule_transform(
+        _dadapt_adamw_rule,
+        DAdaptAdamWState,
+        slots=_SLOTS,
+        init_state=init_state,
+        hyperparams={
+            "learning_rate": learning_rate,
+            "beta1": beta1,
+            "beta2": beta2,
+            "eps": eps,
+            "weight_decay": weight_decay,
+        },
+        decays=("beta1", "beta2"),
+        uses_params=True,
+        name=where,
+    )
 
 
 def prodigy(
@@ -213,78 +246,34 @@ def prodigy(
     check.check_non_negative(where, "estim_lr0", estim_lr0)
     check.check_non_negative(where, "estim_lr_coef", estim_lr_coef)
     check.check_non_negative(where, "weight_decay", weight_decay)
-    specs = {
-        "learning_rate": learning_rate,
-        "beta1": beta1,
-        "beta2": beta2,
-        "beta3": beta3,
-        "eps": eps,
-        "estim_lr_coef": estim_lr_coef,
-        "weight_decay": weight_decay,
-    }
-    decays = frozenset({"beta1", "beta2"})
 
-    def init(params):
-        check_params(params, where)
+    def init_state(params):
         dtype = hp.storage_dtype(params)
-        return ProdigyState(
-            count=jnp.zeros([], jnp.int32),
-            exp_avg=tree_full_like(params, 0.0),
-            exp_avg_sq=tree_full_like(params, 0.0),
-            grad_sum=tree_full_like(params, 0.0),
-            params0=copy_params(params),
-            estim_lr=jnp.asarray(estim_lr0, dtype),
-            numerator_weighted=jnp.zeros([], dtype),
-            hyperparams=hp.init_hyperparams(specs, decays, dtype),
+        return (
+            tree_full_like(params, 0.0),
+            tree_full_like(params, 0.0),
+            tree_full_like(params, 0.0),
+            jnp.asarray(estim_lr0, dtype),
+            jnp.zeros([], dtype),
         )
 
-    def update(updates, state, params=None, **extra_args):
-        del extra_args
-        require_params(params, where)
-        hyperparams_now = hp.step_hyperparams(state.hyperparams, specs, decays, state.count)
-        h = hp.as_keywords(hyperparams_now)
-        b1, b2, b3 = h["beta1"], h["beta2"], h["beta3"]
-        count = safe_increment(state.count)
-        dtype = state.estim_lr.dtype
-        d = state.estim_lr
-        correction = jnp.sqrt(1 - b2**count) / (1 - b1**count)
-        dlr = (d * h["learning_rate"] * correction).astype(dtype)
-        param_diff = jax.tree.map(jnp.subtract, state.params0, params)
-        numerator_acum = tree_real_vdot(updates, param_diff).astype(dtype)
-        exp_avg = jax.tree.map(
-            lambda m, g: (b1 * m + h["one_minus_beta1"] * (d * g)).astype(m.dtype),
-            state.exp_avg,
-            updates,
-        )
-        exp_avg_sq = jax.tree.map(
-            lambda v, g: (b2 * v + h["one_minus_beta2"] * abs_sq(d * g)).astype(v.dtype),
-            state.exp_avg_sq,
-            updates,
-        )
-        sum_weight = d if safeguard_warmup else dlr
-        grad_sum = jax.tree.map(
-            lambda s, g: (b3 * s + sum_weight * (d * g) / estim_lr0).astype(s.dtype),
-            state.grad_sum,
-            updates,
-        )
-        numerator = b3 * state.numerator_weighted + d / estim_lr0 * dlr * numerator_acum
-        l1 = tree_l1_norm(grad_sum).astype(dtype)
-        # Zero gradients so far leave 0/0 here (optax: NaN, forever after); keep d instead.
-        estimate = h["estim_lr_coef"] * numerator / jnp.where(l1 > 0, l1, 1)
-        estim_lr = jnp.where(l1 > 0, jnp.maximum(d, estimate), d)
-        new_updates = _adam_step(
-            exp_avg, exp_avg_sq, params, dlr, h["weight_decay"] * dlr, estim_lr * h["eps"]
-        )
-        new_state = ProdigyState(
-            count,
-            exp_avg,
-            exp_avg_sq,
-            grad_sum,
-            state.params0,
-            estim_lr,
-            numerator,
-            hyperparams_now,
-        )
-        return new_updates, new_state
-
-    return GradientTransformationExtraArgs(init, compiled_when_eager(update))
+    return rule_transform(
+        _prodigy_rule,
+        ProdigyState,
+        slots=_SLOTS,
+        init_state=init_state,
+        constants={"params0": copy_params},
+        hyperparams={
+            "learning_rate": learning_rate,
+            "beta1": beta1,
+            "beta2": beta2,
+            "beta3": beta3,
+            "eps": eps,
+            "estim_lr_coef": estim_lr_coef,
+            "weight_decay": weight_decay,
+        },
+        decays=("beta1", "beta2"),
+        static={"estim_lr0": estim_lr0, "safeguard_warmup": safeguard_warmup},
+        uses_params=True,
+        name=where,
+    )

@@ -7,22 +7,20 @@ from typing import Any, Literal, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from optim_fn.contrib._common import copy_params, require_params, tree_norm, tree_sq_norm
+from optim_fn.contrib._common import copy_params, tree_norm, tree_sq_norm
 from optim_fn.core import hyperparams as hp
 from optim_fn.core import validation as check
 from optim_fn.core.base import (
     Array,
     GradientTransformationExtraArgs,
     ScalarOrSchedule,
-    compiled_when_eager,
     fresh_value,
     identity,
 )
 from optim_fn.core.hyperparams import Hyperparams
-from optim_fn.core.numerics import safe_increment
+from optim_fn.core.lift import rule_transform
 from optim_fn.optimizers import classic
 from optim_fn.transforms._combine import chain
-from optim_fn.tree._structure import check_params
 
 _INIT_STEP_TYPES = ("distance", "learning_rate", "heuristic")
 
@@ -53,6 +51,34 @@ def _scaled(updates: Any, step: Array) -> Any:
     return jax.tree.map(lambda u: (step * u).astype(u.dtype), updates)
 
 
+def _dog_rule(
+    updates, max_dist, sum_sq_norm_grads, learning_rate, *, params, init_params, count, eps,
+    kind, init_value,
+):
+    """The whole tree scaled by ``max distance from p_0 / sqrt(sum of ||g||^2 + eps)``."""
+    dtype = max_dist.dtype
+    distance = tree_norm(jax.tree.map(jnp.subtract, init_params, params))
+    max_dist = jnp.maximum(max_dist, distance.astype(dtype))
+    sum_sq = sum_sq_norm_grads + tree_sq_norm(updates).astype(dtype)
+    step = max_dist / jnp.sqrt(sum_sq + eps)
+    if kind == "learning_rate":
+        step = jnp.where(count == 1, jnp.asarray(init_value, dtype), step)
+    return _scaled(updates, step), max_dist, sum_sq, fresh_value(step, learning_rate)
+
+
+def _dowg_rule(
+    updates, weighted_sq_norm_grads, estim_sq_dist, learning_rate, *, params, init_params, eps
+):
+    """The whole tree scaled by ``r^2 / (sqrt(sum of r^2 ||g||^2) + eps)``."""
+    dtype = estim_sq_dist.dtype
+    sq_dist = tree_sq_norm(jax.tree.map(jnp.subtract, init_params, params))
+    estim_sq_dist = jnp.maximum(estim_sq_dist, sq_dist.astype(dtype))
+    weighted = estim_sq_dist * tree_sq_norm(updates).astype(dtype)
+    weighted = weighted + weighted_sq_norm_grads
+    step = estim_sq_dist / (jnp.sqrt(weighted) + eps)
+    return _scaled(updates, step), weighted, estim_sq_dist, fresh_value(step, learning_rate)
+
+
 def scale_by_dog(
     init_step: tuple[Literal["distance", "learning_rate", "heuristic"], float],
     eps: ScalarOrSchedule = 1e-8,
@@ -80,10 +106,8 @@ def scale_by_dog(
         )
     check.check_non_negative(where, "init_step value", value)
     check.check_non_negative(where, "eps", eps)
-    specs = {"eps": eps}
 
-    def init(params):
-        check_params(params, where)
+    def init_state(params):
         dtype = hp.storage_dtype(params)
         if kind == "distance":
             r_epsilon = jnp.asarray(value, dtype)
@@ -91,38 +115,19 @@ def scale_by_dog(
             r_epsilon = (value * (1 + tree_norm(params))).astype(dtype)
         else:
             r_epsilon = jnp.zeros([], dtype)
-        return DoGState(
-            count=jnp.zeros([], jnp.int32),
-            init_params=copy_params(params),
-            max_dist=r_epsilon,
-            sum_sq_norm_grads=jnp.zeros([], dtype),
-            learning_rate=jnp.zeros([], dtype),
-            hyperparams=hp.init_hyperparams(specs, frozenset(), dtype),
-        )
+        return r_epsilon, jnp.zeros([], dtype), jnp.zeros([], dtype)
 
-    def update(updates, state, params=None, **extra_args):
-        del extra_args
-        require_params(params, where)
-        hyperparams_now = hp.step_hyperparams(state.hyperparams, specs, frozenset(), state.count)
-        eps_now = hp.as_keywords(hyperparams_now)["eps"]
-        dtype = state.max_dist.dtype
-        distance = tree_norm(jax.tree.map(jnp.subtract, state.init_params, params))
-        max_dist = jnp.maximum(state.max_dist, distance.astype(dtype))
-        sum_sq = state.sum_sq_norm_grads + tree_sq_norm(updates).astype(dtype)
-        step = max_dist / jnp.sqrt(sum_sq + eps_now)
-        if kind == "learning_rate":
-            step = jnp.where(state.count == 0, jnp.asarray(value, dtype), step)
-        new_state = DoGState(
-            safe_increment(state.count),
-            state.init_params,
-            max_dist,
-            sum_sq,
-            fresh_value(step, state.learning_rate),
-            hyperparams_now,
-        )
-        return _scaled(updates, step), new_state
-
-    return GradientTransformationExtraArgs(init, compiled_when_eager(update))
+    return rule_transform(
+        _dog_rule,
+        DoGState,
+        slots=("max_dist", "sum_sq_norm_grads", "learning_rate"),
+        init_state=init_state,
+        constants={"init_params": copy_params},
+        hyperparams={"eps": eps},
+        static={"kind": kind, "init_value": value},
+        uses_params=True,
+        name=where,
+    )
 
 
 def dog(
@@ -172,48 +177,26 @@ def scale_by_dowg(
     if init_estim_sq_dist is not None:
         check.check_non_negative(where, "init_estim_sq_dist", init_estim_sq_dist)
     check.check_non_negative(where, "eps", eps)
-    specs = {"eps": eps}
 
-    def init(params):
-        check_params(params, where)
+    def init_state(params):
         dtype = hp.storage_dtype(params)
-        hyperparams = hp.init_hyperparams(specs, frozenset(), dtype)
         initial = (
-            hp.as_keywords(hyperparams)["eps"]
+            hp.as_keywords(hp.init_hyperparams({"eps": eps}, frozenset(), dtype))["eps"]
             if init_estim_sq_dist is None
             else (jnp.asarray(init_estim_sq_dist, dtype))
         )
-        return DoWGState(
-            count=jnp.zeros([], jnp.int32),
-            init_params=copy_params(params),
-            weighted_sq_norm_grads=jnp.zeros([], dtype),
-            estim_sq_dist=initial,
-            learning_rate=jnp.zeros([], dtype),
-            hyperparams=hyperparams,
-        )
+        return jnp.zeros([], dtype), initial, jnp.zeros([], dtype)
 
-    def update(updates, state, params=None, **extra_args):
-        del extra_args
-        require_params(params, where)
-        hyperparams_now = hp.step_hyperparams(state.hyperparams, specs, frozenset(), state.count)
-        eps_now = hp.as_keywords(hyperparams_now)["eps"]
-        dtype = state.estim_sq_dist.dtype
-        sq_dist = tree_sq_norm(jax.tree.map(jnp.subtract, state.init_params, params))
-        estim_sq_dist = jnp.maximum(state.estim_sq_dist, sq_dist.astype(dtype))
-        weighted = estim_sq_dist * tree_sq_norm(updates).astype(dtype)
-        weighted = weighted + state.weighted_sq_norm_grads
-        step = estim_sq_dist / (jnp.sqrt(weighted) + eps_now)
-        new_state = DoWGState(
-            safe_increment(state.count),
-            state.init_params,
-            weighted,
-            estim_sq_dist,
-            fresh_value(step, state.learning_rate),
-            hyperparams_now,
-        )
-        return _scaled(updates, step), new_state
-
-    return GradientTransformationExtraArgs(init, compiled_when_eager(update))
+    return rule_transform(
+        _dowg_rule,
+        DoWGState,
+        slots=("weighted_sq_norm_grads", "estim_sq_dist", "learning_rate"),
+        init_state=init_state,
+        constants={"init_params": copy_params},
+        hyperparams={"eps": eps},
+        uses_params=True,
+        name=where,
+    )
 
 
 def dowg(

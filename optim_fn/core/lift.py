@@ -153,6 +153,9 @@ def rule_transform(
     constants: Mapping[str, Callable[[Any], Any]] | None = None,
     init_state: Callable[[Any], tuple] | None = None,
     extra_args: Sequence[str] = (),
+    previous_count: bool = False,
+    scalars: Mapping[str, Callable[[dict], Any]] | None = None,
+    step_scalars: Callable[[dict, dict, Any], tuple[dict, dict]] | None = None,
 ) -> GradientTransformationExtraArgs:
     """Builds the ``(init, update)`` pair that applies ``rule`` leaf by leaf.
 
@@ -191,6 +194,15 @@ def rule_transform(
         (e.g. ``value`` for the loss); the rule gets None for one not given. ``"*"``:
         the rule gets them all as one dict, ``extra_args=`` (a wrapper passes them on to
         the transform it wraps).
+      previous_count: the rule also gets ``previous_count=``, the count before this
+        update (0 at the first), for a rule that acts every ``k`` steps from the first
+        (``count`` saturates at the int32 maximum, so ``count - 1`` is not always it).
+      scalars: ``{field: make(hyperparams)}``: scalar state outside the slots (torch's
+        NAdam ``mu_product``, ASGD's ``eta`` and ``mu``), made at ``init`` from the
+        hyperparameters' initial values (a dict of arrays); its dtype is ``make``'s.
+      step_scalars: ``(stored, hyperparams, count) -> (keywords, new_stored)``, run once
+        per step before the rule: the rule gets ``keywords``; ``new_stored`` replaces the
+        stored scalars (cast to their dtypes).
     """
     specs = dict(hyperparams or {})
     decay_names = frozenset(decays)
@@ -202,6 +214,7 @@ def rule_transform(
         raise ValueError(f"{name}: give `init_slots` (whole-leaf) or `init_state` (whole-tree)")
     slot_names = tuple(s if isinstance(s, str) else s.name for s in slots)
     constants = dict(constants or {})
+    scalars = dict(scalars or {})
 
     def init(params):
         if whole_leaf:
@@ -220,11 +233,14 @@ def rule_transform(
             }
         else:
             slot_trees = {s.name: tree_full_like(params, s.initial_value, s.dtype) for s in slots}
+        hyperparams = hp.init_hyperparams(specs, decay_names, hp.storage_dtype(params))
+        initial = hp.as_keywords(hyperparams)
         state = state_type(
             count=jnp.zeros([], jnp.int32),
             **slot_trees,
             **{field: make(params) for field, make in constants.items()},
-            hyperparams=hp.init_hyperparams(specs, decay_names, hp.storage_dtype(params)),
+            **{field: make(initial) for field, make in scalars.items()},
+            hyperparams=hyperparams,
         )
         return replicate_scalars_like_params(state, params)
 
@@ -251,13 +267,23 @@ def rule_transform(
         keywords.update({field: getattr(state, field) for field in constants})
         if wants_count:
             keywords["count"] = count
-        return hyperparams_now, count, keywords
+        if previous_count:
+            keywords["previous_count"] = state.count
+        stored = {field: getattr(state, field) for field in scalars}
+        if step_scalars is not None:
+            scalar_keywords, new_stored = step_scalars(
+                stored, hp.as_keywords(hyperparams_now), count
+            )
+            keywords.update(scalar_keywords)
+            stored = _cast_like(new_stored, stored)
+        return hyperparams_now, count, keywords, stored
 
-    def new_state(state, count, new_slots, hyperparams_now):
+    def new_state(state, count, new_slots, hyperparams_now, stored):
         return state_type(
             count=count,
             **new_slots,
             **{field: getattr(state, field) for field in constants},
+            **stored,
             hyperparams=hyperparams_now,
         )
 
@@ -289,10 +315,10 @@ def rule_transform(
                 "current params"
             )
         if whole_tree:
-            hyperparams_now, count, keywords = step_keywords(state)
+            hyperparams_now, count, keywords, stored = step_keywords(state)
             keywords.update(forwarded)
             updates, new_slots = update_tree(grads, state, params, keywords)
-            return updates, new_state(state, count, new_slots, hyperparams_now)
+            return updates, new_state(state, count, new_slots, hyperparams_now, stored)
         trees = {} if whole_leaf else {s: getattr(state, s) for s in slot_names}
         with_params = uses_params and params is not None
         if with_params:
@@ -303,7 +329,7 @@ def rule_transform(
         if with_params:
             check_params(params, name)
 
-        hyperparams_now, count, keywords = step_keywords(state)
+        hyperparams_now, count, keywords, stored = step_keywords(state)
         keywords.update(forwarded)
         arguments = [
             (
@@ -333,7 +359,8 @@ def rule_transform(
             slot: treedef.unflatten(leaves)
             for slot, leaves in zip(slot_names, new_slot_leaves, strict=True)
         }
-        return treedef.unflatten(update_leaves), new_state(state, count, new_slots, hyperparams_now)
+        updates = treedef.unflatten(update_leaves)
+        return updates, new_state(state, count, new_slots, hyperparams_now, stored)
 
     return GradientTransformationExtraArgs(init, compiled_when_eager(update))
 

@@ -13,19 +13,15 @@ from typing import Any, NamedTuple
 import jax.numpy as jnp
 
 from optim_fn import rules
-from optim_fn.core import hyperparams as hp
 from optim_fn.core.base import (
     GradientTransformationExtraArgs,
     ScalarOrSchedule,
-    compiled_when_eager,
 )
 from optim_fn.core.hyperparams import Hyperparams
 from optim_fn.core.lift import Slot, rule_transform
-from optim_fn.core.numerics import safe_increment
 from optim_fn.torch import validation as check
 from optim_fn.torch.classic import working_gradient
 from optim_fn.torch.complex_as_real import as_real_pairs, both_parts_initialised
-from optim_fn.torch.step_scalars import with_step_scalars
 
 Array = Any
 
@@ -167,13 +163,6 @@ def RAdam(  # noqa: N802 - torch's class name
 # ----------------------------------------------------------------------------- NAdam
 
 
-class _NAdamInner(NamedTuple):
-    count: Array
-    exp_avg: Array
-    exp_avg_sq: Array
-    hyperparams: Hyperparams
-
-
 class NAdamState(NamedTuple):
     count: Array
     exp_avg: Array
@@ -217,6 +206,13 @@ def _nadam_scalars(stored, values, t):
     return {"mu": mu, "mu_next": mu_next, "mu_product": product}, {"mu_product": product}
 
 
+def _nadam_step_scalars(stored, values, count):
+    """This step's ``mu``, ``mu_next`` and ``mu_product``; the product stored in float32."""
+    dtype = values["lr"].dtype
+    t = count.astype(dtype)
+    return _nadam_scalars({k: v.astype(dtype) for k, v in stored.items()}, values, t)
+
+
 def NAdam(  # noqa: N802 - torch's class name
     lr: ScalarOrSchedule = 2e-3,
     betas: tuple[ScalarOrSchedule, ScalarOrSchedule] = (0.9, 0.999),
@@ -250,30 +246,21 @@ def NAdam(  # noqa: N802 - torch's class name
     specs = {"lr": lr, "beta1": beta1, "beta2": beta2, "eps": eps,
              "weight_decay": weight_decay, "momentum_decay": momentum_decay}
     decays = ("beta1", "beta2")
-    inner = rule_transform(
+    return rule_transform(
         as_real_pairs(_nadam_rule),
-        _NAdamInner,
+        NAdamState,
         slots=[Slot("exp_avg"), Slot("exp_avg_sq")],
         hyperparams=specs,
         decays=decays,
         static={"maximize": maximize, "decoupled_weight_decay": decoupled_weight_decay},
         uses_params=True,
         name=where,
-    )
-    return with_step_scalars(
-        inner, _NAdamInner, NAdamState, specs, frozenset(decays),
-        init_scalars=lambda values: {"mu_product": 1.0},
-        step_scalars=_nadam_scalars,
+        scalars={"mu_product": lambda values: jnp.ones([], jnp.float32)},
+        step_scalars=_nadam_step_scalars,
     )
 
 
 # ----------------------------------------------------------------------------- ASGD
-
-
-class _ASGDInner(NamedTuple):
-    count: Array
-    ax: Array
-    hyperparams: Hyperparams
 
 
 class ASGDState(NamedTuple):
@@ -302,47 +289,13 @@ def _asgd_scalars(values, t):
     return new_eta, new_mu
 
 
-def _with_asgd_scalars(
-    inner: GradientTransformationExtraArgs, specs: dict[str, ScalarOrSchedule]
-) -> GradientTransformationExtraArgs:
-    """Adds ``eta`` and ``mu`` to ``inner``'s state, in the hyperparameters' dtype.
-
-    That dtype is :func:`optim_fn.core.hyperparams.storage_dtype` of the params (the widest
-    float dtype among them, at least float32): float64 params under x64 get float64
-    ``eta``/``mu``, float32 params float32. (NAdam's ``mu_product`` goes through
-    :func:`~optim_fn.torch.step_scalars.with_step_scalars`, which always stores float32.)
-    """
-
-    def init(params):
-        state = inner.init(params)
-        lr = hp.as_keywords(state.hyperparams)["lr"]
-        return ASGDState(**state._asdict(), eta=lr, mu=jnp.ones([], lr.dtype))
-
-    def update(grads, state, params=None, **extra_args):
-        del extra_args
-        current = hp.step_hyperparams(state.hyperparams, specs, frozenset(), state.count)
-        values = hp.as_keywords(current)
-        dtype = values["lr"].dtype
-        t = safe_increment(state.count).astype(dtype)
-        # This step uses the eta and mu stored by the previous one (torch's lag).
-        eta, mu = state.eta.astype(dtype), state.mu.astype(dtype)
-        injected = state.hyperparams._replace(
-            values={**state.hyperparams.values, "eta": eta, "mu": mu}
-        )
-        inner_state = _ASGDInner(state.count, state.ax, injected)
-        updates, new_inner = inner.update(grads, inner_state, params)
-        values_out = dict(new_inner.hyperparams.values)
-        del values_out["eta"], values_out["mu"]
-        new_eta, new_mu = _asgd_scalars(values, t)
-        return updates, ASGDState(
-            count=new_inner.count,
-            ax=new_inner.ax,
-            hyperparams=new_inner.hyperparams._replace(values=values_out),
-            eta=new_eta.astype(dtype),
-            mu=new_mu.astype(dtype),
-        )
-
-    return GradientTransformationExtraArgs(init, compiled_when_eager(update))
+def _asgd_step_scalars(stored, values, count):
+    """This step uses the ``eta`` and ``mu`` stored by the previous one (torch's lag)."""
+    dtype = values["lr"].dtype
+    t = count.astype(dtype)
+    eta, mu = stored["eta"].astype(dtype), stored["mu"].astype(dtype)
+    new_eta, new_mu = _asgd_scalars(values, t)
+    return {"eta": eta, "mu": mu}, {"eta": new_eta.astype(dtype), "mu": new_mu.astype(dtype)}
 
 
 def ASGD(  # noqa: N802 - torch's class name
@@ -379,16 +332,22 @@ def ASGD(  # noqa: N802 - torch's class name
     check.at_least(where, "learning rate", "lr", lr)
     check.at_least(where, "weight_decay value", "weight_decay", weight_decay)
     specs = {"lr": lr, "lambd": lambd, "alpha": alpha, "t0": t0, "weight_decay": weight_decay}
-    inner = rule_transform(
+    # eta and mu follow the params' precision: they are made from the hyperparameters,
+    # which are stored in hp.storage_dtype(params).
+    return rule_transform(
         as_real_pairs(_asgd_rule),
-        _ASGDInner,
+        ASGDState,
         slots=[Slot("ax")],
         hyperparams=specs,
         static={"maximize": maximize},
         uses_params=True,
         name=where,
+        scalars={
+            "eta": lambda values: values["lr"],
+            "mu": lambda values: jnp.ones([], values["lr"].dtype),
+        },
+        step_scalars=_asgd_step_scalars,
     )
-    return _with_asgd_scalars(inner, specs)
 
 
 # ----------------------------------------------------------------------------- Rprop
