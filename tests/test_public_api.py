@@ -46,9 +46,8 @@ def test_the_173_old_top_level_names_are_the_same_objects_as_their_new_homes():
 def test_old_single_home_paths_are_the_new_modules_themselves():
     # so that monkeypatching an old path patches the code that runs
     import optim_fn.cli
-    import optim_fn.hyperparams
-
     import optim_fn.experiments.cli
+    import optim_fn.hyperparams
 
     assert optim_fn.cli is optim_fn.experiments.cli
     assert optim_fn.hyperparams is optim_fn.core.hyperparams
