@@ -18,7 +18,7 @@ from jax.experimental import sparse
 
 from optim_fn.core import hyperparams as hp
 from optim_fn.core.base import GradientTransformationExtraArgs, ScalarOrSchedule
-from optim_fn.core.numerics import safe_increment
+from optim_fn.core.lift import rule_transform
 
 
 class SparseAdamState(NamedTuple):
@@ -30,6 +30,53 @@ class SparseAdamState(NamedTuple):
 
 def _is_sparse(x: Any) -> bool:
     return isinstance(x, sparse.BCOO)
+
+
+def _init_state(params):
+    for leaf in jax.tree.leaves(params):
+        if jnp.iscomplexobj(leaf):
+            raise ValueError("SparseAdam does not support complex parameters (`params`)")
+    return jax.tree.map(jnp.zeros_like, params), jax.tree.map(jnp.zeros_like, params)
+
+
+def _sparse_leaf(grad, m, v, count, h, maximize):
+    """One leaf: lazy Adam on the entries present in ``grad``; the update is dense."""
+    if not _is_sparse(grad):
+        raise ValueError(
+            "SparseAdam needs sparse gradients: pass each gradient as a "
+            "jax.experimental.sparse.BCOO (or use optim_fn.torch.Adam for dense ones)"
+        )
+    if grad.n_batch != 0:
+        raise ValueError("SparseAdam: BCOO gradients with batch dimensions are not supported")
+    grad = grad.sum_duplicates(nse=grad.nse)
+    index = tuple(grad.indices[:, i] for i in range(grad.n_sparse))
+    values = -grad.data if maximize else grad.data
+    old_m = m.at[index].get(mode="fill", fill_value=0)
+    old_v = v.at[index].get(mode="fill", fill_value=0)
+    delta_m = (values - old_m) * h["one_minus_beta1"]
+    delta_v = (values * values - old_v) * h["one_minus_beta2"]
+    numer = delta_m + old_m
+    denom = jnp.sqrt(delta_v + old_v) + h["eps"]
+    t = count.astype(h["lr"].dtype)
+    correction1 = -jnp.expm1(t * jnp.log1p(-h["one_minus_beta1"]))
+    correction2 = -jnp.expm1(t * jnp.log1p(-h["one_minus_beta2"]))
+    step_size = (h["lr"] * jnp.sqrt(correction2) / correction1).astype(m.dtype)
+    update = jnp.zeros_like(m).at[index].add(-step_size * (numer / denom), mode="drop")
+    new_m = m.at[index].add(delta_m, mode="drop")
+    new_v = v.at[index].add(delta_v, mode="drop")
+    return update, new_m, new_v
+
+
+def _sparse_adam_rule(grads, exp_avg, exp_avg_sq, *, count, maximize, **hyperparams):
+    """Whole tree, because a sparse gradient is a pytree node (BCOO), not one leaf."""
+    grad_leaves, treedef = jax.tree.flatten(grads, is_leaf=_is_sparse)
+    m_leaves = treedef.flatten_up_to(exp_avg)
+    v_leaves = treedef.flatten_up_to(exp_avg_sq)
+    out = [
+        _sparse_leaf(g, m, v, count, hyperparams, maximize)
+        for g, m, v in zip(grad_leaves, m_leaves, v_leaves, strict=True)
+    ]
+    return tuple(jax.tree.unflatten(treedef, [o[i] for o in out]) for i in range(3))
 
 
 def SparseAdam(  # noqa: N802 - torch's class name
@@ -61,57 +108,13 @@ def SparseAdam(  # noqa: N802 - torch's class name
                 f"{where}: Invalid beta parameter at index {index}: {value} "
                 f"(`betas[{index}]` must be in [0, 1))"
             )
-    specs = {"lr": lr, "beta1": b1, "beta2": b2, "eps": eps}
-    decays = frozenset({"beta1", "beta2"})
-
-    def init(params):
-        for leaf in jax.tree.leaves(params):
-            if jnp.iscomplexobj(leaf):
-                raise ValueError(f"{where} does not support complex parameters (`params`)")
-        return SparseAdamState(
-            count=jnp.zeros([], jnp.int32),
-            exp_avg=jax.tree.map(jnp.zeros_like, params),
-            exp_avg_sq=jax.tree.map(jnp.zeros_like, params),
-            hyperparams=hp.init_hyperparams(specs, decays, hp.storage_dtype(params)),
-        )
-
-    def leaf(grad, m, v, count, h):
-        if not _is_sparse(grad):
-            raise ValueError(
-                f"{where} needs sparse gradients: pass each gradient as a "
-                "jax.experimental.sparse.BCOO (or use optim_fn.torch.Adam for dense ones)"
-            )
-        if grad.n_batch != 0:
-            raise ValueError(f"{where}: BCOO gradients with batch dimensions are not supported")
-        grad = grad.sum_duplicates(nse=grad.nse)
-        index = tuple(grad.indices[:, i] for i in range(grad.n_sparse))
-        values = -grad.data if maximize else grad.data
-        old_m = m.at[index].get(mode="fill", fill_value=0)
-        old_v = v.at[index].get(mode="fill", fill_value=0)
-        delta_m = (values - old_m) * h["one_minus_beta1"]
-        delta_v = (values * values - old_v) * h["one_minus_beta2"]
-        numer = delta_m + old_m
-        denom = jnp.sqrt(delta_v + old_v) + h["eps"]
-        t = count.astype(h["lr"].dtype)
-        correction1 = -jnp.expm1(t * jnp.log1p(-h["one_minus_beta1"]))
-        correction2 = -jnp.expm1(t * jnp.log1p(-h["one_minus_beta2"]))
-        step_size = (h["lr"] * jnp.sqrt(correction2) / correction1).astype(m.dtype)
-        update = jnp.zeros_like(m).at[index].add(-step_size * (numer / denom), mode="drop")
-        new_m = m.at[index].add(delta_m, mode="drop")
-        new_v = v.at[index].add(delta_v, mode="drop")
-        return update, new_m, new_v
-
-    def update(grads, state, params=None, **extra_args):
-        del params, extra_args
-        current = hp.step_hyperparams(state.hyperparams, specs, decays, state.count)
-        values = hp.as_keywords(current)
-        count = safe_increment(state.count)
-        grad_leaves, treedef = jax.tree.flatten(grads, is_leaf=_is_sparse)
-        m_leaves = treedef.flatten_up_to(state.exp_avg)
-        v_leaves = treedef.flatten_up_to(state.exp_avg_sq)
-        out = [leaf(g, m, v, count, values) for g, m, v in zip(grad_leaves, m_leaves, v_leaves,
-                                                                 strict=True)]
-        parts = [jax.tree.unflatten(treedef, [o[i] for o in out]) for i in range(3)]
-        return parts[0], SparseAdamState(count, parts[1], parts[2], current)
-
-    return GradientTransformationExtraArgs(init, update)
+    return rule_transform(
+        _sparse_adam_rule,
+        SparseAdamState,
+        slots=("exp_avg", "exp_avg_sq"),
+        init_state=_init_state,
+        hyperparams={"lr": lr, "beta1": b1, "beta2": b2, "eps": eps},
+        decays=("beta1", "beta2"),
+        static={"maximize": maximize},
+        name=where,
+    )
