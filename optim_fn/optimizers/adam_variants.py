@@ -15,6 +15,7 @@ from optim_fn.core import validation as check
 from optim_fn.core.base import Array, GradientTransformationExtraArgs, ScalarOrSchedule, Updates
 from optim_fn.core.hyperparams import Hyperparams
 from optim_fn.core.lift import Slot, rule_transform
+from optim_fn.core.validation import checks_once
 from optim_fn.optimizers import classic
 from optim_fn.optimizers.classic import adam, adamw
 from optim_fn.rules import adam_variants as rules
@@ -73,6 +74,7 @@ def _check_moments(where: str, b1: Any, b2: Any, eps: Any, eps_root: Any = 0.0) 
     check.check_non_negative(where, "eps_root", eps_root)
 
 
+@checks_once
 def scale_by_adamax(
     b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 0.999, eps: ScalarOrSchedule = 1e-8
 ) -> GradientTransformationExtraArgs:
@@ -94,6 +96,7 @@ def scale_by_adamax(
     )
 
 
+@checks_once
 def scale_by_amsgrad(
     b1: ScalarOrSchedule = 0.9,
     b2: ScalarOrSchedule = 0.999,
@@ -130,6 +133,7 @@ def scale_by_amsgrad(
     )
 
 
+@checks_once
 def scale_by_belief(
     b1: ScalarOrSchedule = 0.9,
     b2: ScalarOrSchedule = 0.999,
@@ -159,6 +163,7 @@ def scale_by_belief(
     )
 
 
+@checks_once
 def scale_by_yogi(
     b1: ScalarOrSchedule = 0.9,
     b2: ScalarOrSchedule = 0.999,
@@ -188,6 +193,7 @@ def scale_by_yogi(
     )
 
 
+@checks_once
 def scale_by_radam(
     b1: ScalarOrSchedule = 0.9,
     b2: ScalarOrSchedule = 0.999,
@@ -222,6 +228,7 @@ def scale_by_radam(
     )
 
 
+@checks_once
 def scale_by_adan(
     b1: ScalarOrSchedule = 0.98,
     b2: ScalarOrSchedule = 0.92,
@@ -257,6 +264,7 @@ def scale_by_adan(
     )
 
 
+@checks_once
 def adamax(
     learning_rate: ScalarOrSchedule,
     b1: ScalarOrSchedule = 0.9,
@@ -281,6 +289,7 @@ def adamax(
     )
 
 
+@checks_once
 def adamaxw(
     learning_rate: ScalarOrSchedule,
     b1: ScalarOrSchedule = 0.9,
@@ -308,6 +317,7 @@ def adamaxw(
     )
 
 
+@checks_once
 def amsgrad(
     learning_rate: ScalarOrSchedule,
     b1: ScalarOrSchedule = 0.9,
@@ -340,6 +350,7 @@ def amsgrad(
     )
 
 
+@checks_once
 def nadam(
     learning_rate: ScalarOrSchedule,
     b1: ScalarOrSchedule = 0.9,
@@ -366,6 +377,7 @@ def nadam(
     return adam(learning_rate, b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov)
 
 
+@checks_once
 def nadamw(
     learning_rate: ScalarOrSchedule,
     b1: ScalarOrSchedule = 0.9,
@@ -394,6 +406,7 @@ def nadamw(
     )
 
 
+@checks_once
 def radam(
     learning_rate: ScalarOrSchedule,
     b1: ScalarOrSchedule = 0.9,
@@ -425,6 +438,7 @@ def radam(
     )
 
 
+@checks_once
 def adabelief(
     learning_rate: ScalarOrSchedule,
     b1: ScalarOrSchedule = 0.9,
@@ -451,6 +465,7 @@ def adabelief(
     )
 
 
+@checks_once
 def yogi(
     learning_rate: ScalarOrSchedule,
     b1: ScalarOrSchedule = 0.9,
@@ -474,6 +489,7 @@ def yogi(
     )
 
 
+@checks_once
 def adan(
     learning_rate: ScalarOrSchedule,
     b1: ScalarOrSchedule = 0.98,

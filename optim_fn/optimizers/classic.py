@@ -25,6 +25,7 @@ from optim_fn.core.base import (
 )
 from optim_fn.core.hyperparams import Hyperparams
 from optim_fn.core.lift import Slot, rule_transform
+from optim_fn.core.validation import checks_once
 from optim_fn.transforms._combine import chain
 
 
@@ -77,6 +78,7 @@ class ScaleByAdadeltaState(NamedTuple):
     hyperparams: Hyperparams
 
 
+@checks_once
 def scale_by_learning_rate(
     learning_rate: ScalarOrSchedule, *, flip_sign: bool = True
 ) -> GradientTransformationExtraArgs:
@@ -102,6 +104,7 @@ def scale_by_learning_rate(
     )
 
 
+@checks_once
 def trace(
     decay: ScalarOrSchedule, nesterov: bool = False, accumulator_dtype: Any = None
 ) -> GradientTransformationExtraArgs:
@@ -122,6 +125,7 @@ def trace(
     )
 
 
+@checks_once
 def add_decayed_weights(
     weight_decay: ScalarOrSchedule = 0.0, mask: Any = None
 ) -> GradientTransformationExtraArgs:
@@ -146,6 +150,7 @@ def add_decayed_weights(
     return masked(transform, mask)
 
 
+@checks_once
 def scale_by_adam(
     b1: ScalarOrSchedule = 0.9,
     b2: ScalarOrSchedule = 0.999,
@@ -188,6 +193,7 @@ def scale_by_adam(
     )
 
 
+@checks_once
 def scale_by_rms(
     decay: ScalarOrSchedule = 0.9,
     eps: ScalarOrSchedule = 1e-8,
@@ -216,6 +222,7 @@ def scale_by_rms(
     )
 
 
+@checks_once
 def scale_by_stddev(
     decay: ScalarOrSchedule = 0.9,
     eps: ScalarOrSchedule = 1e-8,
@@ -243,6 +250,7 @@ def scale_by_stddev(
     )
 
 
+@checks_once
 def scale_by_rss(
     initial_accumulator_value: float = 0.1, eps: ScalarOrSchedule = 1e-7
 ) -> GradientTransformationExtraArgs:
@@ -262,6 +270,7 @@ def scale_by_rss(
     )
 
 
+@checks_once
 def scale_by_adadelta(
     rho: ScalarOrSchedule = 0.9, eps: ScalarOrSchedule = 1e-6
 ) -> GradientTransformationExtraArgs:
@@ -283,6 +292,7 @@ def scale_by_adadelta(
     )
 
 
+@checks_once
 def sgd(
     learning_rate: ScalarOrSchedule,
     momentum: ScalarOrSchedule | None = None,
@@ -321,6 +331,7 @@ def sgd(
     )
 
 
+@checks_once
 def adagrad(
     learning_rate: ScalarOrSchedule,
     initial_accumulator_value: float = 0.1,
@@ -346,6 +357,7 @@ def adagrad(
     )
 
 
+@checks_once
 def rmsprop(
     learning_rate: ScalarOrSchedule,
     decay: ScalarOrSchedule = 0.9,
@@ -397,6 +409,7 @@ def rmsprop(
     )
 
 
+@checks_once
 def adadelta(
     learning_rate: ScalarOrSchedule | None = 1.0,
     rho: ScalarOrSchedule = 0.9,
@@ -434,6 +447,7 @@ def adadelta(
     )
 
 
+@checks_once
 def adam(
     learning_rate: ScalarOrSchedule,
     b1: ScalarOrSchedule = 0.9,
@@ -467,6 +481,7 @@ def adam(
     )
 
 
+@checks_once
 def adamw(
     learning_rate: ScalarOrSchedule,
     b1: ScalarOrSchedule = 0.9,

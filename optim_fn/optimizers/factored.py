@@ -17,6 +17,7 @@ from optim_fn.core.base import Array, GradientTransformationExtraArgs, ScalarOrS
 from optim_fn.core.hyperparams import Hyperparams
 from optim_fn.core.lift import leafwise_transform
 from optim_fn.core.numerics import real_dtype
+from optim_fn.core.validation import checks_once
 from optim_fn.optimizers import classic
 from optim_fn.optimizers.layerwise import scale_by_param_block_rms
 from optim_fn.rules import factored as rules
@@ -45,6 +46,7 @@ def _check_int(where: str, name: str, value: Any, minimum: int) -> None:
         raise ValueError(f"{where}: `{name}` must be an integer >= {minimum}, got {value!r}")
 
 
+@checks_once
 def scale_by_factored_rms(
     factored: bool = True,
     decay_rate: ScalarOrSchedule = 0.8,
@@ -100,6 +102,7 @@ def scale_by_factored_rms(
     )
 
 
+@checks_once
 def adafactor(
     learning_rate: ScalarOrSchedule | None = None,
     min_dim_size_to_factor: int = 128,
@@ -152,6 +155,7 @@ def adafactor(
     return chain(*parts)
 
 
+@checks_once
 def scale_by_sm3(
     b1: ScalarOrSchedule = 0.9, b2: ScalarOrSchedule = 1.0, eps: ScalarOrSchedule = 1e-8
 ) -> GradientTransformationExtraArgs:
@@ -191,6 +195,7 @@ def scale_by_sm3(
     )
 
 
+@checks_once
 def sm3(
     learning_rate: ScalarOrSchedule, momentum: ScalarOrSchedule = 0.9
 ) -> GradientTransformationExtraArgs:

@@ -16,6 +16,7 @@ from optim_fn.core.base import Array, GradientTransformationExtraArgs, ScalarOrS
 from optim_fn.core.hyperparams import Hyperparams
 from optim_fn.core.lift import leafwise_transform, rule_transform
 from optim_fn.core.numerics import real_dtype
+from optim_fn.core.validation import checks_once
 from optim_fn.optimizers import classic
 from optim_fn.rules import layerwise as rules
 from optim_fn.transforms._combine import chain, masked
@@ -50,6 +51,7 @@ class ScaleByNovogradState(NamedTuple):
     hyperparams: Hyperparams
 
 
+@checks_once
 def scale_by_trust_ratio(
     min_norm: ScalarOrSchedule = 0.0,
     trust_coefficient: ScalarOrSchedule = 1.0,
@@ -76,6 +78,7 @@ def scale_by_trust_ratio(
     )
 
 
+@checks_once
 def scale_by_param_block_norm(
     min_scale: ScalarOrSchedule = 1e-3,
 ) -> GradientTransformationExtraArgs:
@@ -91,6 +94,7 @@ def scale_by_param_block_norm(
     )
 
 
+@checks_once
 def scale_by_param_block_rms(min_scale: ScalarOrSchedule = 1e-3) -> GradientTransformationExtraArgs:
     """``u = g max(rms(p), min_scale)`` per leaf, ``rms(p) = sqrt(mean |p|^2)``; needs params."""
     check.check_non_negative("scale_by_param_block_rms", "min_scale", min_scale)
@@ -104,6 +108,7 @@ def scale_by_param_block_rms(min_scale: ScalarOrSchedule = 1e-3) -> GradientTran
     )
 
 
+@checks_once
 def lamb(
     learning_rate: ScalarOrSchedule,
     b1: ScalarOrSchedule = 0.9,
@@ -133,6 +138,7 @@ def lamb(
     )
 
 
+@checks_once
 def lars(
     learning_rate: ScalarOrSchedule,
     weight_decay: ScalarOrSchedule = 0.0,
@@ -177,6 +183,7 @@ def _fromage_step(learning_rate: ScalarOrSchedule) -> GradientTransformationExtr
     )
 
 
+@checks_once
 def fromage(
     learning_rate: ScalarOrSchedule, min_norm: ScalarOrSchedule = 1e-6
 ) -> GradientTransformationExtraArgs:
@@ -195,6 +202,7 @@ def fromage(
     return chain(scale_by_trust_ratio(min_norm), _fromage_step(learning_rate))
 
 
+@checks_once
 def scale_by_novograd(
     b1: ScalarOrSchedule = 0.9,
     b2: ScalarOrSchedule = 0.25,
@@ -241,6 +249,7 @@ def scale_by_novograd(
     )
 
 
+@checks_once
 def novograd(
     learning_rate: ScalarOrSchedule,
     b1: ScalarOrSchedule = 0.9,

@@ -40,6 +40,7 @@ from optim_fn.core.base import (
     identity,
 )
 from optim_fn.core.numerics import safe_increment
+from optim_fn.core.validation import checks_once
 from optim_fn.optimizers import classic
 from optim_fn.transforms._combine import chain
 from optim_fn.transforms._linesearch import tree_add_scaled, tree_real_vdot
@@ -97,6 +98,7 @@ def _two_loop(grad, s_memory, y_memory, rho, gamma, newest):
     return r
 
 
+@checks_once
 def scale_by_lbfgs(
     memory_size: int = 10, scale_init_precond: bool = True
 ) -> GradientTransformationExtraArgs:
@@ -182,6 +184,7 @@ def scale_by_lbfgs(
 _DEFAULT = object()
 
 
+@checks_once
 def lbfgs(
     learning_rate: ScalarOrSchedule | None = None,
     memory_size: int = 10,

@@ -16,6 +16,7 @@ from optim_fn.core.base import (
 )
 from optim_fn.core.hyperparams import Hyperparams
 from optim_fn.core.lift import rule_transform
+from optim_fn.core.validation import checks_once
 from optim_fn.optimizers import classic
 from optim_fn.transforms._combine import chain
 
@@ -63,6 +64,7 @@ def _noise_rule(updates: Any, rng_key: Array, *, count: Array, eta: Array, gamma
     return treedef.unflatten(noisy), rng_key
 
 
+@checks_once
 def add_noise(
     eta: ScalarOrSchedule,
     gamma: ScalarOrSchedule,
@@ -93,6 +95,7 @@ def add_noise(
     )
 
 
+@checks_once
 def noisy_sgd(
     learning_rate: ScalarOrSchedule,
     eta: ScalarOrSchedule = 0.01,

@@ -9,6 +9,7 @@ from optim_fn.core import validation as check
 from optim_fn.core.base import Array, GradientTransformationExtraArgs, ScalarOrSchedule, Updates
 from optim_fn.core.hyperparams import Hyperparams
 from optim_fn.core.lift import Slot, rule_transform
+from optim_fn.core.validation import checks_once
 from optim_fn.optimizers import classic
 from optim_fn.rules import adam_variants as rules
 from optim_fn.transforms._combine import chain
@@ -20,6 +21,7 @@ class ScaleByOptimisticGradientState(NamedTuple):
     hyperparams: Hyperparams
 
 
+@checks_once
 def scale_by_optimistic_gradient(
     alpha: ScalarOrSchedule = 1.0, beta: ScalarOrSchedule = 1.0
 ) -> GradientTransformationExtraArgs:
@@ -35,6 +37,7 @@ def scale_by_optimistic_gradient(
     )
 
 
+@checks_once
 def optimistic_gradient_descent(
     learning_rate: ScalarOrSchedule,
     alpha: ScalarOrSchedule = 1.0,
@@ -55,6 +58,7 @@ def optimistic_gradient_descent(
     )
 
 
+@checks_once
 def optimistic_adam_v2(
     learning_rate: ScalarOrSchedule,
     *,
@@ -85,6 +89,7 @@ def optimistic_adam_v2(
     )
 
 
+@checks_once
 def optimistic_adam(
     learning_rate: float,
     optimism: float | None = None,

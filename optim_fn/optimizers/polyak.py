@@ -21,6 +21,7 @@ from optim_fn.core.base import (
 )
 from optim_fn.core.hyperparams import Hyperparams
 from optim_fn.core.lift import rule_transform
+from optim_fn.core.validation import checks_once
 from optim_fn.optimizers.classic import sgd
 from optim_fn.transforms._combine import chain
 from optim_fn.tree._math import tree_sq_norm
@@ -62,6 +63,7 @@ def _polyak_rule(updates, step_size, *, value, f_min, max_learning_rate, eps, va
     return scaled, fresh_value(step, step_size)
 
 
+@checks_once
 def scale_by_polyak(
     f_min: ScalarOrSchedule = 0.0,
     max_learning_rate: ScalarOrSchedule = 1.0,
@@ -96,6 +98,7 @@ def scale_by_polyak(
     )
 
 
+@checks_once
 def polyak_sgd(
     max_learning_rate: ScalarOrSchedule = 1.0,
     scaling: ScalarOrSchedule = 1.0,

@@ -22,6 +22,7 @@ from optim_fn.core import validation as check
 from optim_fn.core.base import Array, GradientTransformationExtraArgs, ScalarOrSchedule, Updates
 from optim_fn.core.hyperparams import Hyperparams
 from optim_fn.core.lift import Slot, refuse_complex, rule_transform
+from optim_fn.core.validation import checks_once
 from optim_fn.optimizers import classic
 from optim_fn.rules import signs as rules
 from optim_fn.transforms._combine import chain
@@ -46,11 +47,13 @@ class ScaleByRpropState(NamedTuple):
     hyperparams: Hyperparams
 
 
+@checks_once
 def scale_by_sign() -> GradientTransformationExtraArgs:
     """``u = sign(g)`` elementwise (the phase ``g/|g|`` for complex ``g``; 0 at 0)."""
     return rule_transform(rules.sign, ScaleBySignState, name="scale_by_sign")
 
 
+@checks_once
 def sign_sgd(learning_rate: ScalarOrSchedule) -> GradientTransformationExtraArgs:
     """signSGD: step by the learning rate in the direction of the gradient's sign.
 
@@ -62,6 +65,7 @@ def sign_sgd(learning_rate: ScalarOrSchedule) -> GradientTransformationExtraArgs
     return chain(scale_by_sign(), classic.scale_by_learning_rate(learning_rate))
 
 
+@checks_once
 def signum(
     learning_rate: ScalarOrSchedule,
     beta: ScalarOrSchedule = 0.9,
@@ -84,6 +88,7 @@ def signum(
     )
 
 
+@checks_once
 def scale_by_lion(
     b1: ScalarOrSchedule = 0.9,
     b2: ScalarOrSchedule = 0.99,
@@ -118,6 +123,7 @@ def scale_by_lion(
     )
 
 
+@checks_once
 def lion(
     learning_rate: ScalarOrSchedule,
     b1: ScalarOrSchedule = 0.9,
@@ -154,6 +160,7 @@ def _check_initial_step(where: str, learning_rate: Any) -> None:
     check.check_non_negative(where, "learning_rate", learning_rate)
 
 
+@checks_once
 def scale_by_rprop(
     learning_rate: float,
     eta_minus: ScalarOrSchedule = 0.5,
@@ -208,6 +215,7 @@ def scale_by_rprop(
     return GradientTransformationExtraArgs(init, transform.update)
 
 
+@checks_once
 def rprop(
     learning_rate: float,
     eta_minus: ScalarOrSchedule = 0.5,

@@ -36,6 +36,7 @@ from optim_fn.core.base import (
 from optim_fn.core.hyperparams import Hyperparams
 from optim_fn.core.lift import rule_transform
 from optim_fn.core.numerics import safe_increment
+from optim_fn.core.validation import checks_once
 from optim_fn.rules import moving_average
 
 
@@ -70,6 +71,7 @@ class LookaheadState(NamedTuple):
     hyperparams: Hyperparams
 
 
+@checks_once
 def lookahead(
     fast_optimizer: GradientTransformation,
     sync_period: int,
@@ -187,6 +189,7 @@ def _ema_params_rule(
     return new_updates, jax.tree.map(average, ema, params, new_updates), inner_state
 
 
+@checks_once
 def ema_params(
     inner: GradientTransformation, decay: ScalarOrSchedule = 0.999
 ) -> GradientTransformationExtraArgs:

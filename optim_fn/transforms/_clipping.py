@@ -41,6 +41,7 @@ from optim_fn.core.base import (
 from optim_fn.core.hyperparams import Hyperparams
 from optim_fn.core.lift import rule_transform
 from optim_fn.core.numerics import wide as _wide
+from optim_fn.core.validation import checks_once
 from optim_fn.flat._ravel import check_not_flat
 from optim_fn.rules import abs_sq
 from optim_fn.tree._math import global_norm
@@ -156,6 +157,7 @@ def _per_leaf_only(
     return GradientTransformationExtraArgs(transform.init, update)
 
 
+@checks_once
 def clip(max_delta: ScalarOrSchedule) -> GradientTransformationExtraArgs:
     """Clips every entry to ``[-max_delta, max_delta]``.
 
@@ -168,6 +170,7 @@ def clip(max_delta: ScalarOrSchedule) -> GradientTransformationExtraArgs:
     )
 
 
+@checks_once
 def clip_by_block_rms(threshold: ScalarOrSchedule) -> GradientTransformationExtraArgs:
     """Scales each leaf (block) so that its root-mean-square is at most ``threshold``.
 
@@ -186,6 +189,7 @@ def clip_by_block_rms(threshold: ScalarOrSchedule) -> GradientTransformationExtr
     )
 
 
+@checks_once
 def adaptive_grad_clip(
     clipping: ScalarOrSchedule,
     eps: ScalarOrSchedule = 1e-3,
@@ -238,6 +242,7 @@ def _global_norm_rule(updates: Updates, last_norm: Array, *, max_norm: Array) ->
     return clipped, fresh_value(norm.astype(last_norm.dtype), last_norm)
 
 
+@checks_once
 def clip_by_global_norm(max_norm: ScalarOrSchedule) -> GradientTransformationExtraArgs:
     """Rescales the whole update so that its global L2 norm is at most ``max_norm``.
 

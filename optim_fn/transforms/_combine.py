@@ -20,10 +20,12 @@ from optim_fn.core.base import (
     compiled_when_eager,
     with_extra_args,
 )
+from optim_fn.core.validation import checks_once
 from optim_fn.flat._ravel import FlatTree, buffer_masks, is_flat
 from optim_fn.tree._structure import replicate_scalars_like_params
 
 
+@checks_once
 def chain(*transforms: GradientTransformation) -> GradientTransformationExtraArgs:
     """Applies ``transforms`` in order; the state is the tuple of their states.
 
@@ -101,6 +103,7 @@ def _merge(keep: Any, original: Any, new: Any) -> Any:
     return jnp.where(keep, new, original)
 
 
+@checks_once
 def masked(
     inner: GradientTransformation, mask: Any | Callable[[Params], Any]
 ) -> GradientTransformationExtraArgs:

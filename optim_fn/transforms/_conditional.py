@@ -32,6 +32,7 @@ from optim_fn.core.base import (
     with_extra_args,
 )
 from optim_fn.core.numerics import safe_increment
+from optim_fn.core.validation import checks_once
 from optim_fn.transforms._accumulation import output_like, unchanged_updates
 from optim_fn.tree._math import all_finite
 
@@ -63,6 +64,7 @@ class ApplyIfFiniteState(NamedTuple):
     inner_state: Any
 
 
+@checks_once
 def apply_if_finite(
     inner: GradientTransformation, max_consecutive_errors: int
 ) -> GradientTransformationExtraArgs:
@@ -140,6 +142,7 @@ def _condition(should_transform_fn, step, forward_extra_args, extra_args) -> Arr
     return flag.astype(jnp.bool_)
 
 
+@checks_once
 def conditionally_transform(
     inner: GradientTransformation,
     should_transform_fn: Callable[..., Array],
@@ -173,6 +176,7 @@ def conditionally_transform(
     return GradientTransformationExtraArgs(init, compiled_when_eager(update))
 
 
+@checks_once
 def conditionally_mask(
     inner: GradientTransformation,
     should_transform_fn: Callable[..., Array],

@@ -38,6 +38,7 @@ from optim_fn.core.base import (
 )
 from optim_fn.core.hyperparams import Hyperparams
 from optim_fn.core.numerics import safe_increment
+from optim_fn.core.validation import checks_once
 
 
 class InjectHyperparamsState(NamedTuple):
@@ -81,6 +82,7 @@ def _keep_dtypes(new_state: Any, old: InjectHyperparamsState) -> Any:
                         new_state, old_state)
 
 
+@checks_once
 def inject_hyperparams(
     inner_factory: Callable[..., GradientTransformation],
     static_args: str | Iterable[str] = (),

@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 
 from optim_fn.core.base import Array, GradientTransformationExtraArgs, Params, Updates
+from optim_fn.core.validation import checks_once
 from optim_fn.tree._math import tree_accumulation_dtype as real_dtype
 from optim_fn.tree._math import tree_add_scaled, tree_real_vdot
 
@@ -135,6 +136,7 @@ class ScaleByBacktrackingLinesearchState(NamedTuple):
     info: BacktrackingLinesearchInfo
 
 
+@checks_once
 def scale_by_backtracking_linesearch(
     max_backtracking_steps: int,
     slope_rtol: float = 1e-4,

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from optim_fn.core.base import Array, GradientTransformationExtraArgs, Params, Updates
+from optim_fn.core.validation import checks_once
 from optim_fn.transforms._linesearch import (
     check_call,
     check_count,
@@ -95,6 +96,7 @@ class _Search(NamedTuple):
     safe_grad: Any
 
 
+@checks_once
 def scale_by_zoom_linesearch(
     max_linesearch_steps: int,
     max_learning_rate: float | None = None,

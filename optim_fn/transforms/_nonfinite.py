@@ -33,6 +33,7 @@ from optim_fn.core.base import (
     with_extra_args,
 )
 from optim_fn.core.numerics import safe_increment as _saturating_increment
+from optim_fn.core.validation import checks_once
 from optim_fn.tree._math import all_finite
 from optim_fn.tree._structure import path_str
 
@@ -78,6 +79,7 @@ def describe_nonfinite(paths: list[str], nans: Any, infs: Any) -> str:
 
 
 
+@checks_once
 def nonfinite_policy(inner: Any, policy: str = "propagate") -> GradientTransformationExtraArgs:
     """Wraps ``inner`` so that non-finite gradients are propagated, skipped or reported.
 

@@ -45,6 +45,7 @@ from optim_fn.core.base import (
     compiled_when_eager,
     with_extra_args,
 )
+from optim_fn.core.validation import checks_once
 from optim_fn.flat._ravel import FlatTree, is_flat
 from optim_fn.tree._paths import broadcast_to_tree
 
@@ -79,6 +80,7 @@ def _buffer_labels(flat: FlatTree, leaf_labels: Any) -> FlatTree:
     return FlatTree(tuple(labels.pop() for labels in per_buffer), flat.layout)
 
 
+@checks_once
 def partition(
     transforms: Mapping[Hashable, GradientTransformation],
     param_labels: Any | Callable[[Params], Any],
@@ -177,6 +179,7 @@ def _negative_zero_like(update: Any) -> Any:
     return jnp.full(update.shape, -0.0, update.dtype)
 
 
+@checks_once
 def set_to_zero() -> GradientTransformationExtraArgs:
     """Replaces every update by zero, so the params stay where they are.
 
@@ -195,6 +198,7 @@ def set_to_zero() -> GradientTransformationExtraArgs:
     return GradientTransformationExtraArgs(init, update)
 
 
+@checks_once
 def freeze(mask: Any | Callable[[Params], Any]) -> GradientTransformationExtraArgs:
     """Zeroes the updates where ``mask`` is True: those parameters stay bit-for-bit fixed.
 
@@ -208,6 +212,7 @@ def freeze(mask: Any | Callable[[Params], Any]) -> GradientTransformationExtraAr
     return masked(set_to_zero(), mask)
 
 
+@checks_once
 def selective_transform(
     optimizer: GradientTransformation, *, freeze_mask: Any | Callable[[Params], Any]
 ) -> GradientTransformationExtraArgs:

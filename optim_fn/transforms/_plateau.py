@@ -32,6 +32,7 @@ from optim_fn.core.base import (
 )
 from optim_fn.core.hyperparams import Hyperparams
 from optim_fn.core.numerics import safe_increment
+from optim_fn.core.validation import checks_once
 
 
 class ReduceLROnPlateauState(NamedTuple):
@@ -62,6 +63,7 @@ def _int_arg(name: str, value, minimum: int) -> int:
     return int(value)
 
 
+@checks_once
 def reduce_on_plateau(
     factor: float = 0.1,
     patience: int = 10,

@@ -12,6 +12,7 @@ from optim_fn.core import validation as check
 from optim_fn.core.base import Array, GradientTransformationExtraArgs, ScalarOrSchedule, Updates
 from optim_fn.core.hyperparams import Hyperparams
 from optim_fn.core.lift import Slot, rule_transform
+from optim_fn.core.validation import checks_once
 from optim_fn.rules import adam_variants as rules
 
 
@@ -30,6 +31,7 @@ def _scale_rule(grad: Array, *, step_size: Array) -> tuple:
     return (step_size * grad,)
 
 
+@checks_once
 def scale(step_size: ScalarOrSchedule) -> GradientTransformationExtraArgs:
     """``u = step_size * g`` (no sign flip: pass ``-lr`` to descend).
 
@@ -41,6 +43,7 @@ def scale(step_size: ScalarOrSchedule) -> GradientTransformationExtraArgs:
     )
 
 
+@checks_once
 def ema(
     decay: ScalarOrSchedule, debias: bool = True, accumulator_dtype: Any = None
 ) -> GradientTransformationExtraArgs:
