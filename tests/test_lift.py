@@ -215,3 +215,37 @@ def test_whole_leaf_rules_refuse_flat_buffers_and_mismatched_trees():
     state = optim_fn.lamb(1e-3).init(params)
     with pytest.raises(ValueError, match="do not match"):
         optim_fn.lamb(1e-3).update({"w": jnp.ones((3, 4))}, state, params)
+
+
+class EveryThirdState(NamedTuple):
+    count: jax.Array
+    hits: jax.Array
+    hyperparams: optim_fn.Hyperparams
+
+
+def test_previous_count_is_the_count_before_the_update_even_where_count_saturates():
+    """``previous_count=True``: a rule acting every k steps from the first (GaLore's SVD,
+    Sophia's Hessian) keeps its period at the int32 maximum, where ``count - 1`` would not."""
+
+    def every_third(updates, hits, *, previous_count):
+        return updates, hits + (previous_count % 3 == 0)
+
+    transform = rule_transform(
+        every_third,
+        EveryThirdState,
+        slots=("hits",),
+        init_state=lambda params: (jnp.zeros([], jnp.int32),),
+        previous_count=True,
+        name="every_third",
+    )
+    params = {"w": jnp.ones(2)}
+    state = transform.init(params)
+    seen = []
+    for _ in range(4):
+        _, state = transform.update(params, state)
+        seen.append(int(state.hits))
+    assert seen == [1, 1, 1, 2]
+    top = np.iinfo(np.int32).max  # top % 3 == 1, (top - 1) % 3 == 0
+    state = state._replace(count=jnp.asarray(top, jnp.int32), hits=jnp.zeros([], jnp.int32))
+    _, state = transform.update(params, state)
+    assert int(state.count) == top and int(state.hits) == 0

@@ -17,7 +17,6 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from optim_fn.core import hyperparams as hp
 from optim_fn.core import validation as check
 from optim_fn.core.base import (
     Array,
@@ -25,14 +24,12 @@ from optim_fn.core.base import (
     OptState,
     ScalarOrSchedule,
     Updates,
-    compiled_when_eager,
 )
 from optim_fn.core.hyperparams import Hyperparams
-from optim_fn.core.numerics import safe_increment
+from optim_fn.core.lift import rule_transform
 from optim_fn.flat._ravel import check_not_flat
 from optim_fn.optimizers import classic
 from optim_fn.transforms._combine import chain
-from optim_fn.tree._structure import check_params
 
 
 class GaLoreDimensionNumbers(NamedTuple):
@@ -151,6 +148,55 @@ def _project_back(low_rank: Array, projector: Array, matrix: _Matrix, like: Arra
     return matrix.from_matrix(full, like)
 
 
+def _matrices(tree: Any, weight_dimension_numbers: Any, rank: int) -> list:
+    """How each leaf of ``tree`` is seen as a matrix (None: not projected)."""
+    dims = _dims_per_leaf(tree, weight_dimension_numbers)
+    return [
+        None if d is None else _matrix(x, d, rank)
+        for x, d in zip(jax.tree.leaves(tree), dims, strict=True)
+    ]
+
+
+def _galore_rule(
+    updates, base_optimizer_state, projector_tree, *, previous_count, scale, rank, update_proj_gap,
+    base_optimizer, weight_dimension_numbers,
+):
+    """Project (refreshing ``P`` every ``update_proj_gap`` steps), run the inner
+    optimizer on the projections, project back and scale."""
+    refresh = previous_count % update_proj_gap == 0
+    leaves, treedef = jax.tree.flatten(updates)
+    projector_leaves = treedef.flatten_up_to(projector_tree)
+    per_leaf = _matrices(updates, weight_dimension_numbers, rank)
+
+    projectors, low_rank = [], []
+    for grad, projector, matrix in zip(leaves, projector_leaves, per_leaf, strict=True):
+        if matrix is None:
+            projectors.append(projector)
+            low_rank.append(grad)
+            continue
+        projector = jax.lax.cond(
+            refresh,
+            lambda g=grad, m=matrix, d=projector.dtype: _top_singular_vectors(g, m, d),
+            lambda p=projector: p,
+        )
+        projectors.append(projector)
+        low_rank.append(_project(grad, projector, matrix))
+
+    inner, base_state = base_optimizer.update(
+        treedef.unflatten(low_rank), base_optimizer_state, None
+    )
+    full = []
+    for u, grad, projector, matrix in zip(
+        treedef.flatten_up_to(inner), leaves, projectors, per_leaf, strict=True
+    ):
+        if matrix is None:
+            full.append(u)
+            continue
+        back = _project_back(u, projector, matrix, grad)
+        full.append((scale * back).astype(grad.dtype))
+    return treedef.unflatten(full), base_state, treedef.unflatten(projectors)
+
+
 def scale_by_galore(
     rank: int = 128,
     update_proj_gap: int = 200,
@@ -216,22 +262,14 @@ def scale_by_galore(
             f"{where}: `weight_dimension_numbers` must be None, a GaLoreDimensionNumbers, "
             "a tree of them or a function of the params returning one"
         )
-    specs = {"scale": scale}
-    no_decays: frozenset[str] = frozenset()
 
-    def matrices(tree):
-        dims = _dims_per_leaf(tree, weight_dimension_numbers)
-        return [
-            None if d is None else _matrix(x, d, rank)
-            for x, d in zip(jax.tree.leaves(tree), dims, strict=True)
-        ]
-
-    def init(params):
+    def init_state(params):
         check_not_flat(params, where, "it projects each leaf as a matrix")
-        check_params(params, where)
         leaves, treedef = jax.tree.flatten(params)
         projectors, proxies = [], []
-        for leaf, matrix in zip(leaves, matrices(params), strict=True):
+        for leaf, matrix in zip(
+            leaves, _matrices(params, weight_dimension_numbers, rank), strict=True
+        ):
             dtype = jnp.asarray(leaf).dtype
             if matrix is None:
                 projectors.append(jnp.zeros((0, 0), dtype))
@@ -241,57 +279,23 @@ def scale_by_galore(
             r = matrix.rank
             projectors.append(jnp.zeros((m, r) if matrix.left else (n, r), dtype))
             proxies.append(jnp.zeros((r, n) if matrix.left else (m, r), dtype))
-        return GaLoreState(
-            count=jnp.zeros([], jnp.int32),
-            base_optimizer_state=base_optimizer.init(treedef.unflatten(proxies)),
-            projector=treedef.unflatten(projectors),
-            hyperparams=hp.init_hyperparams(specs, no_decays, hp.storage_dtype(params)),
-        )
+        return base_optimizer.init(treedef.unflatten(proxies)), treedef.unflatten(projectors)
 
-    def update(updates, state, params=None, **extra_args):
-        del params, extra_args
-        hyperparams_now = hp.step_hyperparams(state.hyperparams, specs, no_decays, state.count)
-        scale_now = hp.as_keywords(hyperparams_now)["scale"]
-        refresh = state.count % update_proj_gap == 0
-        leaves, treedef = jax.tree.flatten(updates)
-        projector_leaves = treedef.flatten_up_to(state.projector)
-        per_leaf = matrices(updates)
-
-        projectors, low_rank = [], []
-        for grad, projector, matrix in zip(leaves, projector_leaves, per_leaf, strict=True):
-            if matrix is None:
-                projectors.append(projector)
-                low_rank.append(grad)
-                continue
-            projector = jax.lax.cond(
-                refresh,
-                lambda g=grad, m=matrix, d=projector.dtype: _top_singular_vectors(g, m, d),
-                lambda p=projector: p,
-            )
-            projectors.append(projector)
-            low_rank.append(_project(grad, projector, matrix))
-
-        inner, base_state = base_optimizer.update(
-            treedef.unflatten(low_rank), state.base_optimizer_state, None
-        )
-        full = []
-        for u, grad, projector, matrix in zip(
-            treedef.flatten_up_to(inner), leaves, projectors, per_leaf, strict=True
-        ):
-            if matrix is None:
-                full.append(u)
-                continue
-            back = _project_back(u, projector, matrix, grad)
-            full.append((scale_now * back).astype(grad.dtype))
-        new_state = GaLoreState(
-            count=safe_increment(state.count),
-            base_optimizer_state=base_state,
-            projector=treedef.unflatten(projectors),
-            hyperparams=hyperparams_now,
-        )
-        return treedef.unflatten(full), new_state
-
-    return GradientTransformationExtraArgs(init, compiled_when_eager(update))
+    return rule_transform(
+        _galore_rule,
+        GaLoreState,
+        slots=("base_optimizer_state", "projector"),
+        init_state=init_state,
+        hyperparams={"scale": scale},
+        static={
+            "rank": rank,
+            "update_proj_gap": update_proj_gap,
+            "base_optimizer": base_optimizer,
+            "weight_dimension_numbers": weight_dimension_numbers,
+        },
+        previous_count=True,
+        name=where,
+    )
 
 
 def galore(

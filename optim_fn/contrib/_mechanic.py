@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from optim_fn.contrib._common import copy_params, require_params, tree_norm, tree_real_vdot
+from optim_fn.contrib._common import copy_params, tree_norm, tree_real_vdot
 from optim_fn.core import hyperparams as hp
 from optim_fn.core import validation as check
 from optim_fn.core.base import (
@@ -17,12 +17,10 @@ from optim_fn.core.base import (
     GradientTransformation,
     GradientTransformationExtraArgs,
     ScalarOrSchedule,
-    compiled_when_eager,
     with_extra_args,
 )
 from optim_fn.core.hyperparams import Hyperparams
-from optim_fn.core.numerics import safe_increment
-from optim_fn.tree._structure import check_params
+from optim_fn.core.lift import rule_transform
 
 
 class MechanicState(NamedTuple):
@@ -45,6 +43,54 @@ class MechanicState(NamedTuple):
     s: Array
     x0: Any
     hyperparams: Hyperparams
+
+
+def _mechanic_rule(
+    grads, base_optimizer_state, r, m, v, s, x0, *, params, extra_args, count, weight_decay,
+    eps, s_init, base, host_betas,
+):
+    """The base update, then the learned scale ``sum(s)`` of the distance from ``x0``."""
+    num_betas = len(host_betas)
+    dtype = s.dtype
+    base_updates, base_state = base.update(grads, base_optimizer_state, params, **extra_args)
+    # The reference point is the params of the first update, not of init: training
+    # loops often load pre-trained weights between the two.
+    first = count == 1
+    x0 = jax.tree.map(lambda p, x: jnp.where(first, p, x).astype(x.dtype), params, x0)
+
+    s_sum = jnp.sum(s)
+    decay_scale = weight_decay * s_sum * tree_norm(grads) / (tree_norm(params) + eps)
+    decayed = jax.tree.map(lambda g, p: g + decay_scale.astype(dtype) * p, grads, params)
+    # Mechanic's memory-saving form: the sum of past base updates is recomputed from
+    # x0 - x_t rather than stored.
+    delta_prev = jax.tree.map(lambda p, x: (x - p) / (s_sum + eps), params, x0)
+    delta = jax.tree.map(lambda d, u: d - u, delta_prev, base_updates)
+    h = tree_real_vdot(decayed, delta_prev).astype(dtype)
+
+    betas = jnp.asarray(host_betas, dtype)
+    clipped_h = jnp.clip(h, -m, m)
+    new_m = jnp.maximum(betas * m, jnp.abs(h) + eps)
+    new_v = betas**2 * v + h**2
+    new_r = betas * r + clipped_h * s
+    wealth = (s_init / num_betas) * new_m + jnp.maximum(0.0, new_r)
+    new_s = wealth / (jnp.sqrt(new_v) + eps)
+
+    scale = jnp.sum(new_s)
+    updates = jax.tree.map(
+        lambda x, d, p: ((x - scale * d) - p).astype(jnp.asarray(p).dtype),
+        x0,
+        delta,
+        params,
+    )
+    return (
+        updates,
+        base_state,
+        new_r.astype(dtype),
+        new_m.astype(dtype),
+        new_v.astype(dtype),
+        new_s.astype(dtype),
+        x0,
+    )
 
 
 def mechanize(
@@ -95,75 +141,24 @@ def mechanize(
     num_betas = int(num_betas)
     base = with_extra_args(base_optimizer)
     specs = {"weight_decay": weight_decay, "eps": eps, "s_init": s_init}
-    no_decays: frozenset[str] = frozenset()
     # 1 - 0.1**i in float64 on the host, as optax does in Python.
     host_betas = 1.0 - 0.1 ** np.arange(1, num_betas + 1, dtype=np.float64)
 
-    def init(params):
-        check_params(params, where)
+    def init_state(params):
         dtype = hp.storage_dtype(params)
-        hyperparams = hp.init_hyperparams(specs, no_decays, dtype)
-        first_s_init = hp.as_keywords(hyperparams)["s_init"]
+        first_s_init = hp.as_keywords(hp.init_hyperparams(specs, frozenset(), dtype))["s_init"]
         zeros = jnp.zeros([num_betas], dtype)
-        return MechanicState(
-            base_optimizer_state=base.init(params),
-            count=jnp.zeros([], jnp.int32),
-            r=zeros,
-            m=zeros,
-            v=zeros,
-            s=jnp.full([num_betas], first_s_init, dtype),
-            x0=copy_params(params),
-            hyperparams=hyperparams,
-        )
+        s = jnp.full([num_betas], first_s_init, dtype)
+        return base.init(params), zeros, zeros, zeros, s, copy_params(params)
 
-    def update(grads, state, params=None, **extra_args):
-        require_params(params, where)
-        hyperparams_now = hp.step_hyperparams(state.hyperparams, specs, no_decays, state.count)
-        h_values = hp.as_keywords(hyperparams_now)
-        weight_decay_, eps_, s_init_ = (h_values[k] for k in ("weight_decay", "eps", "s_init"))
-        dtype = state.s.dtype
-        base_updates, base_state = base.update(
-            grads, state.base_optimizer_state, params, **extra_args
-        )
-        # The reference point is the params of the first update, not of init: training
-        # loops often load pre-trained weights between the two.
-        first = state.count == 0
-        x0 = jax.tree.map(lambda p, x: jnp.where(first, p, x).astype(x.dtype), params, state.x0)
-
-        s_sum = jnp.sum(state.s)
-        decay_scale = weight_decay_ * s_sum * tree_norm(grads) / (tree_norm(params) + eps_)
-        decayed = jax.tree.map(lambda g, p: g + decay_scale.astype(dtype) * p, grads, params)
-        # Mechanic's memory-saving form: the sum of past base updates is recomputed from
-        # x0 - x_t rather than stored.
-        delta_prev = jax.tree.map(lambda p, x: (x - p) / (s_sum + eps_), params, x0)
-        delta = jax.tree.map(lambda d, u: d - u, delta_prev, base_updates)
-        h = tree_real_vdot(decayed, delta_prev).astype(dtype)
-
-        betas = jnp.asarray(host_betas, dtype)
-        clipped_h = jnp.clip(h, -state.m, state.m)
-        m = jnp.maximum(betas * state.m, jnp.abs(h) + eps_)
-        v = betas**2 * state.v + h**2
-        r = betas * state.r + clipped_h * state.s
-        wealth = (s_init_ / num_betas) * m + jnp.maximum(0.0, r)
-        s = wealth / (jnp.sqrt(v) + eps_)
-
-        scale = jnp.sum(s)
-        updates = jax.tree.map(
-            lambda x, d, p: ((x - scale * d) - p).astype(jnp.asarray(p).dtype),
-            x0,
-            delta,
-            params,
-        )
-        new_state = MechanicState(
-            base_optimizer_state=base_state,
-            count=safe_increment(state.count),
-            r=r.astype(dtype),
-            m=m.astype(dtype),
-            v=v.astype(dtype),
-            s=s.astype(dtype),
-            x0=x0,
-            hyperparams=hyperparams_now,
-        )
-        return updates, new_state
-
-    return GradientTransformationExtraArgs(init, compiled_when_eager(update))
+    return rule_transform(
+        _mechanic_rule,
+        MechanicState,
+        slots=("base_optimizer_state", "r", "m", "v", "s", "x0"),
+        init_state=init_state,
+        hyperparams=specs,
+        static={"base": base, "host_betas": host_betas},
+        uses_params=True,
+        extra_args="*",
+        name=where,
+    )

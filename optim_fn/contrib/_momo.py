@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from optim_fn.contrib._common import require_params, require_value, tree_real_vdot
+from optim_fn.contrib._common import require_value, tree_real_vdot
 from optim_fn.core import hyperparams as hp
 from optim_fn.core import validation as check
 from optim_fn.core.base import (
@@ -19,12 +19,11 @@ from optim_fn.core.base import (
     GradientTransformationExtraArgs,
     ScalarOrSchedule,
     Updates,
-    compiled_when_eager,
 )
 from optim_fn.core.hyperparams import Hyperparams
-from optim_fn.core.numerics import safe_increment
+from optim_fn.core.lift import rule_transform
 from optim_fn.rules.classic import abs_sq
-from optim_fn.tree._structure import check_params, tree_full_like
+from optim_fn.tree._structure import tree_full_like
 
 # Below this squared momentum norm the step is 0: optax's threshold (float64 epsilon).
 _TINY = float(np.finfo(np.float64).eps)
@@ -52,8 +51,9 @@ class MomoAdamState(NamedTuple):
 
 
 def _scalars(params: Any, lower_bound: Any) -> tuple:
+    """The initial ``barf``, ``gamma`` and ``lb``."""
     dtype = hp.storage_dtype(params)
-    return dtype, jnp.zeros([], dtype), jnp.zeros([], dtype), jnp.asarray(lower_bound, dtype)
+    return jnp.zeros([], dtype), jnp.zeros([], dtype), jnp.asarray(lower_bound, dtype)
 
 
 def _step(tree_a: Any, coefficient: Array, tree_b: Any, scale_b: Any) -> Any:
@@ -61,6 +61,81 @@ def _step(tree_a: Any, coefficient: Array, tree_b: Any, scale_b: Any) -> Any:
     return jax.tree.map(
         lambda a, b: (coefficient * a - scale_b * b).astype(jnp.asarray(a).dtype), tree_a, tree_b
     )
+
+
+def _momo_rule(
+    updates, exp_avg, barf, gamma, lb, *, params, value, count, learning_rate, beta,
+    one_minus_beta, weight_decay, lower_bound, adapt_lower_bound,
+):
+    """Momentum, EMAs of the loss and of ``<g, p>``, and the capped Polyak step."""
+    require_value(value, "momo")
+    first = count == 1
+    bt = jnp.where(first, 0.0, beta)
+    one_minus_bt = jnp.where(first, 1.0, one_minus_beta)
+    dtype = barf.dtype
+    new_barf = bt * barf + one_minus_bt * jnp.asarray(value).astype(dtype)
+    new_exp_avg = jax.tree.map(
+        lambda m, g: (bt * m + one_minus_bt * g).astype(m.dtype), exp_avg, updates
+    )
+    new_gamma = bt * gamma + one_minus_bt * tree_real_vdot(updates, params).astype(dtype)
+    norm_sq = tree_real_vdot(new_exp_avg, new_exp_avg).astype(dtype)
+    inner = tree_real_vdot(new_exp_avg, params).astype(dtype)
+    alpha, wd = learning_rate, weight_decay
+    shrink = 1 + alpha * wd
+    if adapt_lower_bound:
+        cap = shrink * (new_barf - new_gamma) + inner
+        new_lb = jnp.where(cap < shrink * lb, jnp.maximum(cap / (2 * shrink), lower_bound), lb)
+    else:
+        new_lb = lb
+    polyak = jnp.maximum(shrink * (new_barf - new_lb - new_gamma) + inner, 0.0) / norm_sq
+    polyak = jnp.where(norm_sq <= _TINY, 0.0, polyak)
+    tau = jnp.minimum(alpha, polyak)
+    new_updates = _step(params, -(alpha * wd) / shrink, new_exp_avg, tau)
+    if adapt_lower_bound:
+        new_lb = jnp.maximum(new_barf + inner - new_gamma - tau * norm_sq / 2, lower_bound)
+    return new_updates, new_exp_avg, new_barf, new_gamma, new_lb
+
+
+def _momo_adam_rule(
+    updates, exp_avg, exp_avg_sq, barf, gamma, lb, *, params, value, count, learning_rate, b1,
+    one_minus_b1, b2, one_minus_b2, eps, weight_decay, lower_bound, adapt_lower_bound,
+):
+    """Adam's moments, EMAs of the loss and of ``<g, p>``, and the capped Polyak step."""
+    require_value(value, "momo_adam")
+    b1_, b2_ = b1, b2
+    dtype = barf.dtype
+    new_barf = b1_ * barf + one_minus_b1 * jnp.asarray(value).astype(dtype)
+    new_exp_avg = jax.tree.map(
+        lambda m, g: (b1_ * m + one_minus_b1 * g).astype(m.dtype), exp_avg, updates
+    )
+    new_exp_avg_sq = jax.tree.map(
+        lambda v, g: (b2_ * v + one_minus_b2 * abs_sq(g)).astype(v.dtype), exp_avg_sq, updates
+    )
+    bc2 = (1 - b2_**count).astype(dtype)
+    precond = jax.tree.map(lambda v: eps + jnp.sqrt(v.real / bc2), new_exp_avg_sq)
+    weighted = jax.tree.map(lambda m, d: m / d, new_exp_avg, precond)
+    norm_sq = tree_real_vdot(new_exp_avg, weighted).astype(dtype)
+    new_gamma = b1_ * gamma + one_minus_b1 * tree_real_vdot(updates, params).astype(dtype)
+    inner = tree_real_vdot(new_exp_avg, params).astype(dtype)
+    alpha, wd = learning_rate, weight_decay
+    bc1 = (1 - b1_**count).astype(dtype)
+    shrink = 1 + alpha * wd
+    if adapt_lower_bound:
+        cap = shrink * (new_barf - new_gamma) + inner
+        new_lb = jnp.where(
+            cap < shrink * bc1 * lb,
+            jnp.maximum(cap / (2 * bc1 * shrink), lower_bound),
+            lb,
+        )
+    else:
+        new_lb = lb
+    polyak = jnp.maximum(shrink * (new_barf - bc1 * new_lb - new_gamma) + inner, 0.0) / norm_sq
+    polyak = jnp.where(norm_sq <= _TINY, 0.0, polyak)
+    tau = jnp.minimum(alpha / bc1, polyak)
+    new_updates = _step(params, -(alpha * wd) / shrink, weighted, tau)
+    if adapt_lower_bound:
+        new_lb = jnp.maximum((new_barf + inner - new_gamma - tau * norm_sq / 2) / bc1, lower_bound)
+    return new_updates, new_exp_avg, new_exp_avg_sq, new_barf, new_gamma, new_lb
 
 
 def momo(
@@ -92,60 +167,18 @@ def momo(
     check.check_decay(where, "beta", beta)
     check.check_scalar(where, "lower_bound", lower_bound)
     check.check_non_negative(where, "weight_decay", weight_decay)
-    specs = {"learning_rate": learning_rate, "beta": beta, "weight_decay": weight_decay}
-
-    def init(params):
-        check_params(params, where)
-        dtype, barf, gamma, lb = _scalars(params, lower_bound)
-        return MomoState(
-            count=jnp.zeros([], jnp.int32),
-            exp_avg=tree_full_like(params, 0.0),
-            barf=barf,
-            gamma=gamma,
-            lb=lb,
-            hyperparams=hp.init_hyperparams(specs, frozenset({"beta"}), dtype),
-        )
-
-    def update(updates, state, params=None, *, value=None, **extra_args):
-        del extra_args
-        require_params(params, where)
-        require_value(value, where)
-        hyperparams_now = hp.step_hyperparams(
-            state.hyperparams, specs, frozenset({"beta"}), state.count
-        )
-        h = hp.as_keywords(hyperparams_now)
-        first = state.count == 0
-        bt = jnp.where(first, 0.0, h["beta"])
-        one_minus_bt = jnp.where(first, 1.0, h["one_minus_beta"])
-        dtype = state.barf.dtype
-        barf = bt * state.barf + one_minus_bt * jnp.asarray(value).astype(dtype)
-        exp_avg = jax.tree.map(
-            lambda m, g: (bt * m + one_minus_bt * g).astype(m.dtype), state.exp_avg, updates
-        )
-        gamma = bt * state.gamma + one_minus_bt * tree_real_vdot(updates, params).astype(dtype)
-        norm_sq = tree_real_vdot(exp_avg, exp_avg).astype(dtype)
-        inner = tree_real_vdot(exp_avg, params).astype(dtype)
-        alpha, wd = h["learning_rate"], h["weight_decay"]
-        shrink = 1 + alpha * wd
-        if adapt_lower_bound:
-            cap = shrink * (barf - gamma) + inner
-            lb = jnp.where(
-                cap < shrink * state.lb, jnp.maximum(cap / (2 * shrink), lower_bound), state.lb
-            )
-        else:
-            lb = state.lb
-        polyak = jnp.maximum(shrink * (barf - lb - gamma) + inner, 0.0) / norm_sq
-        polyak = jnp.where(norm_sq <= _TINY, 0.0, polyak)
-        tau = jnp.minimum(alpha, polyak)
-        new_updates = _step(params, -(alpha * wd) / shrink, exp_avg, tau)
-        if adapt_lower_bound:
-            lb = jnp.maximum(barf + inner - gamma - tau * norm_sq / 2, lower_bound)
-        new_state = MomoState(
-            safe_increment(state.count), exp_avg, barf, gamma, lb, hyperparams_now
-        )
-        return new_updates, new_state
-
-    return GradientTransformationExtraArgs(init, compiled_when_eager(update))
+    return rule_transform(
+        _momo_rule,
+        MomoState,
+        slots=("exp_avg", "barf", "gamma", "lb"),
+        init_state=lambda params: (tree_full_like(params, 0.0), *_scalars(params, lower_bound)),
+        hyperparams={"learning_rate": learning_rate, "beta": beta, "weight_decay": weight_decay},
+        decays=("beta",),
+        static={"lower_bound": lower_bound, "adapt_lower_bound": adapt_lower_bound},
+        uses_params=True,
+        extra_args=("value",),
+        name=where,
+    )
 
 
 def momo_adam(
@@ -180,73 +213,25 @@ def momo_adam(
     check.check_non_negative(where, "eps", eps)
     check.check_scalar(where, "lower_bound", lower_bound)
     check.check_non_negative(where, "weight_decay", weight_decay)
-    specs = {
-        "learning_rate": learning_rate,
-        "b1": b1,
-        "b2": b2,
-        "eps": eps,
-        "weight_decay": weight_decay,
-    }
-    decays = frozenset({"b1", "b2"})
-
-    def init(params):
-        check_params(params, where)
-        dtype, barf, gamma, lb = _scalars(params, lower_bound)
-        return MomoAdamState(
-            count=jnp.zeros([], jnp.int32),
-            exp_avg=tree_full_like(params, 0.0),
-            exp_avg_sq=tree_full_like(params, 0.0),
-            barf=barf,
-            gamma=gamma,
-            lb=lb,
-            hyperparams=hp.init_hyperparams(specs, decays, dtype),
-        )
-
-    def update(updates, state, params=None, *, value=None, **extra_args):
-        del extra_args
-        require_params(params, where)
-        require_value(value, where)
-        hyperparams_now = hp.step_hyperparams(state.hyperparams, specs, decays, state.count)
-        h = hp.as_keywords(hyperparams_now)
-        count = safe_increment(state.count)
-        b1_, b2_ = h["b1"], h["b2"]
-        dtype = state.barf.dtype
-        barf = b1_ * state.barf + h["one_minus_b1"] * jnp.asarray(value).astype(dtype)
-        exp_avg = jax.tree.map(
-            lambda m, g: (b1_ * m + h["one_minus_b1"] * g).astype(m.dtype), state.exp_avg, updates
-        )
-        exp_avg_sq = jax.tree.map(
-            lambda v, g: (b2_ * v + h["one_minus_b2"] * abs_sq(g)).astype(v.dtype),
-            state.exp_avg_sq,
-            updates,
-        )
-        bc2 = (1 - b2_**count).astype(dtype)
-        precond = jax.tree.map(lambda v: h["eps"] + jnp.sqrt(v.real / bc2), exp_avg_sq)
-        weighted = jax.tree.map(lambda m, d: m / d, exp_avg, precond)
-        norm_sq = tree_real_vdot(exp_avg, weighted).astype(dtype)
-        gamma = b1_ * state.gamma + h["one_minus_b1"] * tree_real_vdot(updates, params).astype(
-            dtype
-        )
-        inner = tree_real_vdot(exp_avg, params).astype(dtype)
-        alpha, wd = h["learning_rate"], h["weight_decay"]
-        bc1 = (1 - b1_**count).astype(dtype)
-        shrink = 1 + alpha * wd
-        if adapt_lower_bound:
-            cap = shrink * (barf - gamma) + inner
-            lb = jnp.where(
-                cap < shrink * bc1 * state.lb,
-                jnp.maximum(cap / (2 * bc1 * shrink), lower_bound),
-                state.lb,
-            )
-        else:
-            lb = state.lb
-        polyak = jnp.maximum(shrink * (barf - bc1 * lb - gamma) + inner, 0.0) / norm_sq
-        polyak = jnp.where(norm_sq <= _TINY, 0.0, polyak)
-        tau = jnp.minimum(alpha / bc1, polyak)
-        new_updates = _step(params, -(alpha * wd) / shrink, weighted, tau)
-        if adapt_lower_bound:
-            lb = jnp.maximum((barf + inner - gamma - tau * norm_sq / 2) / bc1, lower_bound)
-        new_state = MomoAdamState(count, exp_avg, exp_avg_sq, barf, gamma, lb, hyperparams_now)
-        return new_updates, new_state
-
-    return GradientTransformationExtraArgs(init, compiled_when_eager(update))
+    return rule_transform(
+        _momo_adam_rule,
+        MomoAdamState,
+        slots=("exp_avg", "exp_avg_sq", "barf", "gamma", "lb"),
+        init_state=lambda params: (
+            tree_full_like(params, 0.0),
+            tree_full_like(params, 0.0),
+            *_scalars(params, lower_bound),
+        ),
+        hyperparams={
+            "learning_rate": learning_rate,
+            "b1": b1,
+            "b2": b2,
+            "eps": eps,
+            "weight_decay": weight_decay,
+        },
+        decays=("b1", "b2"),
+        static={"lower_bound": lower_bound, "adapt_lower_bound": adapt_lower_bound},
+        uses_params=True,
+        extra_args=("value",),
+        name=where,
+    )

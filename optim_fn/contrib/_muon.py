@@ -26,7 +26,6 @@ from optim_fn.core.base import (
 )
 from optim_fn.core.hyperparams import Hyperparams
 from optim_fn.core.lift import rule_transform
-from optim_fn.core.numerics import safe_increment
 from optim_fn.flat._ravel import check_not_flat
 from optim_fn.optimizers import classic
 from optim_fn.optimizers.classic import adamw
@@ -307,6 +306,15 @@ def scale_by_muon(
     )
 
 
+def _shape_rule(update, *, fan_in, fan_out, consistent_rms):
+    """One leaf times the factor of its ``fan_in x fan_out`` shape."""
+    if consistent_rms is None:
+        factor = math.sqrt(max(1.0, fan_out / fan_in))
+    else:
+        factor = math.sqrt(max(fan_in, fan_out)) * consistent_rms
+    return ((factor * update).astype(update.dtype),)
+
+
 def scale_by_shape(
     weight_dimension_numbers: Any = None, consistent_rms: float | None = None
 ) -> GradientTransformationExtraArgs:
@@ -317,27 +325,20 @@ def scale_by_shape(
     comparable to AdamW's; Liu et al., "Muon is Scalable for LLM Training", 2025).
     """
 
-    def init(params):
-        del params
-        return ScaleByShapeState(
-            jnp.zeros([], jnp.int32), hp.init_hyperparams({}, frozenset(), jnp.float32)
-        )
-
-    def update(updates, state, params=None, **extra_args):
-        del params, extra_args
-        leaves, treedef = jax.tree.flatten(updates)
+    def fans(updates):
         dims = _dims_per_leaf(updates, weight_dimension_numbers)
-        scaled = []
-        for u, dim in zip(leaves, dims, strict=True):
-            fan_in, fan_out = _fans(u, dim)
-            if consistent_rms is None:
-                factor = math.sqrt(max(1.0, fan_out / fan_in))
-            else:
-                factor = math.sqrt(max(fan_in, fan_out)) * consistent_rms
-            scaled.append((factor * u).astype(u.dtype))
-        return treedef.unflatten(scaled), state._replace(count=safe_increment(state.count))
+        pairs = [_fans(u, dim) for u, dim in zip(jax.tree.leaves(updates), dims, strict=True)]
+        return [{"fan_in": fan_in, "fan_out": fan_out} for fan_in, fan_out in pairs]
 
-    return GradientTransformationExtraArgs(init, update)
+    return rule_transform(
+        _shape_rule,
+        ScaleByShapeState,
+        init_slots=lambda param: (),
+        static={"consistent_rms": consistent_rms},
+        leaf_keywords=fans,
+        name="scale_by_shape",
+        flat_reason="it scales each leaf by its matrix's shape",
+    )
 
 
 def muon(

@@ -13,25 +13,21 @@ import warnings
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 
-from optim_fn.core import hyperparams as hp
 from optim_fn.core import validation as check
 from optim_fn.core.base import (
     Array,
     GradientTransformationExtraArgs,
     ScalarOrSchedule,
-    compiled_when_eager,
     identity,
 )
 from optim_fn.core.hyperparams import Hyperparams
-from optim_fn.core.numerics import safe_increment
+from optim_fn.core.lift import rule_transform
 from optim_fn.flat._ravel import check_not_flat
 from optim_fn.optimizers import classic
 from optim_fn.optimizers.noisy_sgd import _as_key
 from optim_fn.transforms._clipping import per_example_global_norm_clip
 from optim_fn.transforms._combine import chain
-from optim_fn.tree._structure import check_params
 
 
 class DifferentiallyPrivateAggregateState(NamedTuple):
@@ -67,6 +63,22 @@ def _initial_key(where: str, key: Any, seed: Any) -> Array:
         ) from None
 
 
+def _private_aggregate_rule(updates, rng_key, *, l2_norm_clip, noise_multiplier):
+    """Per-example clipping, summed; Gaussian noise of std ``C sigma``; the batch mean."""
+    clip_norm = l2_norm_clip
+    summed, _ = per_example_global_norm_clip(updates, clip_norm)
+    leaves, treedef = jax.tree.flatten(summed)
+    batch_size = jax.tree.leaves(updates)[0].shape[0]
+    noise_std = clip_norm * noise_multiplier
+    new_key, *leaf_keys = jax.random.split(rng_key, len(leaves) + 1)
+    noised = [
+        ((leaf + noise_std * jax.random.normal(k, leaf.shape, leaf.dtype)) / batch_size)
+        .astype(leaf.dtype)
+        for leaf, k in zip(leaves, leaf_keys, strict=True)
+    ]
+    return treedef.unflatten(noised), new_key
+
+
 def differentially_private_aggregate(
     l2_norm_clip: ScalarOrSchedule,
     noise_multiplier: ScalarOrSchedule,
@@ -94,41 +106,21 @@ def differentially_private_aggregate(
     check.check_non_negative(where, "l2_norm_clip", l2_norm_clip)
     check.check_non_negative(where, "noise_multiplier", noise_multiplier)
     initial_key = _initial_key(where, key, seed)
-    specs = {"l2_norm_clip": l2_norm_clip, "noise_multiplier": noise_multiplier}
-    no_decays: frozenset[str] = frozenset()
 
-    def init(params):
-        check_params(params, where)
+    def init_state(params):
         check_not_flat(
             params, where, "per-example gradients carry a batch axis that a FlatTree has not"
         )
-        return DifferentiallyPrivateAggregateState(
-            rng_key=initial_key,
-            count=jnp.zeros([], jnp.int32),
-            hyperparams=hp.init_hyperparams(specs, no_decays, hp.storage_dtype(params)),
-        )
+        return (initial_key,)
 
-    def update(updates, state, params=None, **extra_args):
-        del params, extra_args
-        hyperparams_now = hp.step_hyperparams(state.hyperparams, specs, no_decays, state.count)
-        values = hp.as_keywords(hyperparams_now)
-        clip_norm = values["l2_norm_clip"]
-        summed, _ = per_example_global_norm_clip(updates, clip_norm)
-        leaves, treedef = jax.tree.flatten(summed)
-        batch_size = jax.tree.leaves(updates)[0].shape[0]
-        noise_std = clip_norm * values["noise_multiplier"]
-        new_key, *leaf_keys = jax.random.split(state.rng_key, len(leaves) + 1)
-        noised = [
-            ((leaf + noise_std * jax.random.normal(k, leaf.shape, leaf.dtype)) / batch_size)
-            .astype(leaf.dtype)
-            for leaf, k in zip(leaves, leaf_keys, strict=True)
-        ]
-        new_state = DifferentiallyPrivateAggregateState(
-            rng_key=new_key, count=safe_increment(state.count), hyperparams=hyperparams_now
-        )
-        return treedef.unflatten(noised), new_state
-
-    return GradientTransformationExtraArgs(init, compiled_when_eager(update))
+    return rule_transform(
+        _private_aggregate_rule,
+        DifferentiallyPrivateAggregateState,
+        slots=("rng_key",),
+        init_state=init_state,
+        hyperparams={"l2_norm_clip": l2_norm_clip, "noise_multiplier": noise_multiplier},
+        name=where,
+    )
 
 
 def dpsgd(

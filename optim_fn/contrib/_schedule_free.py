@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from optim_fn.contrib._common import copy_params, require_params
+from optim_fn.contrib._common import copy_params
 from optim_fn.core import hyperparams as hp
 from optim_fn.core import validation as check
 from optim_fn.core.base import (
@@ -19,16 +19,14 @@ from optim_fn.core.base import (
     GradientTransformation,
     GradientTransformationExtraArgs,
     ScalarOrSchedule,
-    compiled_when_eager,
     with_extra_args,
 )
 from optim_fn.core.hyperparams import Hyperparams
-from optim_fn.core.numerics import safe_increment
+from optim_fn.core.lift import rule_transform
 from optim_fn.optimizers import classic
 from optim_fn.optimizers.classic import sgd
 from optim_fn.schedules._composite import warmup_constant_schedule
 from optim_fn.transforms._combine import chain
-from optim_fn.tree._structure import check_params
 
 
 class ScheduleFreeState(NamedTuple):
@@ -76,6 +74,32 @@ def _find_state(state: Any) -> ScheduleFreeState | None:
     return None
 
 
+def _schedule_free_rule(
+    grads, weight_sum, max_lr, base_optimizer_state, z, *, params, extra_args, b1,
+    learning_rate, weight_lr_power, base,
+):
+    """The base step moves ``z``; ``y`` interpolates ``z`` and the weighted average ``x``."""
+    max_lr = jnp.maximum(max_lr, learning_rate)
+    weight = max_lr**weight_lr_power
+    weight_sum = weight_sum + weight
+    # 0/0 before any step with a positive learning rate: no averaging yet.
+    ck = jnp.where(
+        jnp.isnan(weight) | jnp.isnan(weight_sum),
+        jnp.nan,
+        jnp.nan_to_num(weight / weight_sum, nan=0.0, posinf=jnp.inf),
+    )
+    base_updates, base_state = base.update(grads, base_optimizer_state, params, **extra_args)
+    new_z = jax.tree.map(lambda zi, u: (zi + u).astype(zi.dtype), z, base_updates)
+
+    def new_update(y, z_old, z_new):
+        x_old = (y - (1 - b1) * z_old) / b1
+        x_new = (1 - ck) * x_old + ck * z_new
+        return (b1 * x_new + (1 - b1) * z_new - y).astype(jnp.asarray(y).dtype)
+
+    updates = jax.tree.map(new_update, params, z, new_z)
+    return updates, weight_sum, max_lr, base_state, new_z
+
+
 def schedule_free(
     base_optimizer: GradientTransformation,
     learning_rate: ScalarOrSchedule,
@@ -109,51 +133,27 @@ def schedule_free(
     lr_spec = (
         (lambda count: learning_rate(count + 1)) if callable(learning_rate) else (learning_rate)
     )
-    specs = {"b1": b1, "learning_rate": lr_spec, "weight_lr_power": weight_lr_power}
 
-    def init(params):
-        check_params(params, where)
+    def init_state(params):
         dtype = hp.storage_dtype(params)
-        return ScheduleFreeState(
-            count=jnp.zeros([], jnp.int32),
-            weight_sum=jnp.zeros([], dtype),
-            max_lr=jnp.zeros([], dtype),
-            base_optimizer_state=base.init(params),
-            z=copy_params(params, state_dtype),
-            hyperparams=hp.init_hyperparams(specs, frozenset(), dtype),
+        return (
+            jnp.zeros([], dtype),
+            jnp.zeros([], dtype),
+            base.init(params),
+            copy_params(params, state_dtype),
         )
 
-    def update(grads, state, params=None, **extra_args):
-        require_params(params, where)
-        hyperparams_now = hp.step_hyperparams(state.hyperparams, specs, frozenset(), state.count)
-        h = hp.as_keywords(hyperparams_now)
-        b1_now = h["b1"]
-        max_lr = jnp.maximum(state.max_lr, h["learning_rate"])
-        weight = max_lr ** h["weight_lr_power"]
-        weight_sum = state.weight_sum + weight
-        # 0/0 before any step with a positive learning rate: no averaging yet.
-        ck = jnp.where(
-            jnp.isnan(weight) | jnp.isnan(weight_sum),
-            jnp.nan,
-            jnp.nan_to_num(weight / weight_sum, nan=0.0, posinf=jnp.inf),
-        )
-        base_updates, base_state = base.update(
-            grads, state.base_optimizer_state, params, **extra_args
-        )
-        z = jax.tree.map(lambda zi, u: (zi + u).astype(zi.dtype), state.z, base_updates)
-
-        def new_update(y, z_old, z_new):
-            x_old = (y - (1 - b1_now) * z_old) / b1_now
-            x_new = (1 - ck) * x_old + ck * z_new
-            return (b1_now * x_new + (1 - b1_now) * z_new - y).astype(jnp.asarray(y).dtype)
-
-        updates = jax.tree.map(new_update, params, state.z, z)
-        new_state = ScheduleFreeState(
-            safe_increment(state.count), weight_sum, max_lr, base_state, z, hyperparams_now
-        )
-        return updates, new_state
-
-    return GradientTransformationExtraArgs(init, compiled_when_eager(update))
+    return rule_transform(
+        _schedule_free_rule,
+        ScheduleFreeState,
+        slots=("weight_sum", "max_lr", "base_optimizer_state", "z"),
+        init_state=init_state,
+        hyperparams={"b1": b1, "learning_rate": lr_spec, "weight_lr_power": weight_lr_power},
+        static={"base": base},
+        uses_params=True,
+        extra_args="*",
+        name=where,
+    )
 
 
 def _warmed_up(learning_rate: ScalarOrSchedule, warmup_steps: int | None) -> ScalarOrSchedule:

@@ -12,7 +12,6 @@ import jax
 import jax.numpy as jnp
 
 from optim_fn.contrib._common import require_params
-from optim_fn.core import hyperparams as hp
 from optim_fn.core import validation as check
 from optim_fn.core.base import (
     Array,
@@ -20,16 +19,14 @@ from optim_fn.core.base import (
     GradientTransformationExtraArgs,
     ScalarOrSchedule,
     Updates,
-    compiled_when_eager,
     with_extra_args,
 )
 from optim_fn.core.hyperparams import Hyperparams
-from optim_fn.core.lift import refuse_complex
-from optim_fn.core.numerics import safe_increment
+from optim_fn.core.lift import rule_transform
 from optim_fn.optimizers import classic
 from optim_fn.rules.classic import debias, moving_average
 from optim_fn.transforms._combine import chain
-from optim_fn.tree._structure import check_params, tree_full_like
+from optim_fn.tree._structure import tree_full_like
 
 
 class HutchinsonState(NamedTuple):
@@ -88,6 +85,50 @@ def hutchinson_estimator_diag_hessian(
     return GradientTransformationExtraArgs(init, update)
 
 
+def _sophia_rule(
+    grads, mu, nu, hessian_fn_state, *, params, extra_args, count, previous_count, b1,
+    one_minus_b1, b2, one_minus_b2, eps, gamma, clip_threshold=None, hessian_fn,
+    update_interval, verbose, print_win_rate_every_n_steps,
+):
+    """Debiased momentum over the clipped Hessian estimate ``nu``, refreshed every
+    ``update_interval`` steps from the first."""
+    new_mu = jax.tree.map(lambda g, m: moving_average(g, m, b1, one_minus_b1), grads, mu)
+    scaled = jax.tree.map(
+        lambda m, v, g: (debias(m, b1, count) / jnp.maximum(gamma * v, eps)).astype(g.dtype),
+        new_mu,
+        nu,
+        grads,
+    )
+    if clip_threshold is not None:
+        limit = clip_threshold
+        if verbose and print_win_rate_every_n_steps > 0:
+            inside = sum(jnp.sum(jnp.abs(u) < limit) for u in jax.tree.leaves(scaled))
+            size = sum(u.size for u in jax.tree.leaves(scaled))
+            jax.lax.cond(
+                count % print_win_rate_every_n_steps == 0,
+                lambda: jax.debug.print("Sophia optimizer win rate: {}", inside / size),
+                lambda: None,
+            )
+        scaled = jax.tree.map(lambda u: jnp.clip(u, -limit, limit).astype(u.dtype), scaled)
+
+    def refresh(hessian_state, nu):
+        diagonal, hessian_state = hessian_fn.update(grads, hessian_state, params, **extra_args)
+        nu = jax.tree.map(
+            lambda d, n: moving_average(d, n, b2, one_minus_b2).astype(n.dtype), diagonal, nu
+        )
+        return hessian_state, nu
+
+    hessian_state, nu = jax.lax.cond(
+        previous_count % update_interval == 0,
+        refresh,
+        lambda hs, n: (hs, n),
+        hessian_fn_state,
+        nu,
+    )
+    new_mu = jax.tree.map(lambda new, old: new.astype(old.dtype), new_mu, mu)
+    return scaled, new_mu, nu, hessian_state
+
+
 def scale_by_sophia(
     b1: ScalarOrSchedule = 0.965,
     b2: ScalarOrSchedule = 0.99,
@@ -137,70 +178,29 @@ def scale_by_sophia(
     specs = {"b1": b1, "b2": b2, "eps": eps, "gamma": gamma}
     if clip_threshold is not None:
         specs["clip_threshold"] = clip_threshold
-    decays = frozenset({"b1", "b2"})
-
-    def init(params):
-        check_params(params, where)
-        refuse_complex(params, where, "its Hessian probes and clipping are real-valued")
-        return SophiaState(
-            count=jnp.zeros([], jnp.int32),
-            mu=tree_full_like(params, 0.0, mu_dtype),
-            nu=tree_full_like(params, 0.0),
-            hessian_fn_state=hessian_fn.init(params),
-            hyperparams=hp.init_hyperparams(specs, decays, hp.storage_dtype(params)),
-        )
-
-    def update(updates, state, params=None, **hessian_fn_kwargs):
-        require_params(params, where)
-        hyperparams_now = hp.step_hyperparams(state.hyperparams, specs, decays, state.count)
-        h = hp.as_keywords(hyperparams_now)
-        count = safe_increment(state.count)
-        grads = updates
-        mu = jax.tree.map(
-            lambda g, m: moving_average(g, m, h["b1"], h["one_minus_b1"]), grads, state.mu
-        )
-        scaled = jax.tree.map(
-            lambda m, v, g: (
-                debias(m, h["b1"], count) / jnp.maximum(h["gamma"] * v, h["eps"])
-            ).astype(g.dtype),
-            mu,
-            state.nu,
-            grads,
-        )
-        if clip_threshold is not None:
-            limit = h["clip_threshold"]
-            if verbose and print_win_rate_every_n_steps > 0:
-                inside = sum(jnp.sum(jnp.abs(u) < limit) for u in jax.tree.leaves(scaled))
-                size = sum(u.size for u in jax.tree.leaves(scaled))
-                jax.lax.cond(
-                    count % print_win_rate_every_n_steps == 0,
-                    lambda: jax.debug.print("Sophia optimizer win rate: {}", inside / size),
-                    lambda: None,
-                )
-            scaled = jax.tree.map(lambda u: jnp.clip(u, -limit, limit).astype(u.dtype), scaled)
-
-        def refresh(hessian_state, nu):
-            diagonal, hessian_state = hessian_fn.update(
-                grads, hessian_state, params, **hessian_fn_kwargs
-            )
-            nu = jax.tree.map(
-                lambda d, n: moving_average(d, n, h["b2"], h["one_minus_b2"]).astype(n.dtype),
-                diagonal,
-                nu,
-            )
-            return hessian_state, nu
-
-        hessian_state, nu = jax.lax.cond(
-            state.count % update_interval == 0,
-            refresh,
-            lambda hs, n: (hs, n),
-            state.hessian_fn_state,
-            state.nu,
-        )
-        mu = jax.tree.map(lambda new, old: new.astype(old.dtype), mu, state.mu)
-        return scaled, SophiaState(count, mu, nu, hessian_state, hyperparams_now)
-
-    return GradientTransformationExtraArgs(init, compiled_when_eager(update))
+    return rule_transform(
+        _sophia_rule,
+        SophiaState,
+        slots=("mu", "nu", "hessian_fn_state"),
+        init_state=lambda params: (
+            tree_full_like(params, 0.0, mu_dtype),
+            tree_full_like(params, 0.0),
+            hessian_fn.init(params),
+        ),
+        hyperparams=specs,
+        decays=("b1", "b2"),
+        static={
+            "hessian_fn": hessian_fn,
+            "update_interval": update_interval,
+            "verbose": verbose,
+            "print_win_rate_every_n_steps": print_win_rate_every_n_steps,
+        },
+        uses_params=True,
+        extra_args="*",
+        previous_count=True,
+        complex_reason="its Hessian probes and clipping are real-valued",
+        name=where,
+    )
 
 
 def sophia(
