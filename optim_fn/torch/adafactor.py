@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from optim_fn.core import hyperparams as hp
 from optim_fn.core.base import GradientTransformationExtraArgs, ScalarOrSchedule
 from optim_fn.core.lift import rule_transform
+from optim_fn.torch.porting import torch_optimizer
 
 
 class AdafactorState(NamedTuple):
@@ -80,6 +81,7 @@ def _adafactor_rule(
     return decay - step * scaled, row_var, col_var, variance
 
 
+@torch_optimizer
 def Adafactor(  # noqa: N802 - torch's class name
     lr: ScalarOrSchedule = 1e-2,
     beta2_decay: ScalarOrSchedule = -0.8,

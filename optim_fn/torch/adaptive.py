@@ -22,6 +22,7 @@ from optim_fn.core.lift import Slot, rule_transform
 from optim_fn.torch import validation as check
 from optim_fn.torch.classic import working_gradient
 from optim_fn.torch.complex_as_real import as_real_pairs, both_parts_initialised
+from optim_fn.torch.porting import torch_optimizer
 
 Array = Any
 
@@ -54,6 +55,7 @@ def _adamax_rule(
     return -lr * direction, exp_avg, exp_inf
 
 
+@torch_optimizer
 def Adamax(  # noqa: N802 - torch's class name
     lr: ScalarOrSchedule = 2e-3,
     betas: tuple[ScalarOrSchedule, ScalarOrSchedule] = (0.9, 0.999),
@@ -118,6 +120,7 @@ def _radam_rule(
     return update, exp_avg, exp_avg_sq
 
 
+@torch_optimizer
 def RAdam(  # noqa: N802 - torch's class name
     lr: ScalarOrSchedule = 1e-3,
     betas: tuple[ScalarOrSchedule, ScalarOrSchedule] = (0.9, 0.999),
@@ -213,6 +216,7 @@ def _nadam_step_scalars(stored, values, count):
     return _nadam_scalars({k: v.astype(dtype) for k, v in stored.items()}, values, t)
 
 
+@torch_optimizer
 def NAdam(  # noqa: N802 - torch's class name
     lr: ScalarOrSchedule = 2e-3,
     betas: tuple[ScalarOrSchedule, ScalarOrSchedule] = (0.9, 0.999),
@@ -298,6 +302,7 @@ def _asgd_step_scalars(stored, values, count):
     return {"eta": eta, "mu": mu}, {"eta": new_eta.astype(dtype), "mu": new_mu.astype(dtype)}
 
 
+@torch_optimizer
 def ASGD(  # noqa: N802 - torch's class name
     lr: ScalarOrSchedule = 1e-2,
     lambd: ScalarOrSchedule = 1e-4,
@@ -371,6 +376,7 @@ def _rprop_rule(
     return -direction, step_size, prev
 
 
+@torch_optimizer
 def Rprop(  # noqa: N802 - torch's class name
     lr: float = 1e-2,
     etas: tuple[ScalarOrSchedule, ScalarOrSchedule] = (0.5, 1.2),

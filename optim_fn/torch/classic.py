@@ -27,6 +27,7 @@ from optim_fn.core.hyperparams import Hyperparams
 from optim_fn.core.lift import Slot, rule_transform
 from optim_fn.torch import validation as check
 from optim_fn.torch.complex_as_real import as_real_pairs, both_parts_initialised
+from optim_fn.torch.porting import torch_optimizer
 
 Array = Any
 
@@ -69,6 +70,7 @@ def _sgd_rule(
     return -lr * g, new_buffer
 
 
+@torch_optimizer
 def SGD(  # noqa: N802 - torch's class name
     lr: ScalarOrSchedule = 1e-3,
     momentum: ScalarOrSchedule = 0,
@@ -209,6 +211,7 @@ def _adam(
     )
 
 
+@torch_optimizer
 def Adam(  # noqa: N802 - torch's class name
     lr: ScalarOrSchedule = 1e-3,
     betas: tuple[ScalarOrSchedule, ScalarOrSchedule] = (0.9, 0.999),
@@ -240,6 +243,7 @@ def Adam(  # noqa: N802 - torch's class name
     )
 
 
+@torch_optimizer
 def AdamW(  # noqa: N802 - torch's class name
     lr: ScalarOrSchedule = 1e-3,
     betas: tuple[ScalarOrSchedule, ScalarOrSchedule] = (0.9, 0.999),
@@ -278,6 +282,7 @@ def _adagrad_rule(grad, total, *, param, count, lr, lr_decay, weight_decay, eps,
     return -clr * direction, total
 
 
+@torch_optimizer
 def Adagrad(  # noqa: N802 - torch's class name
     lr: ScalarOrSchedule = 1e-2,
     lr_decay: ScalarOrSchedule = 0,
@@ -376,6 +381,7 @@ def _rmsprop_rule(
     return (-lr * direction, *new_slots)
 
 
+@torch_optimizer
 def RMSprop(  # noqa: N802 - torch's class name
     lr: ScalarOrSchedule = 1e-2,
     alpha: ScalarOrSchedule = 0.99,
@@ -449,6 +455,7 @@ def _adadelta_rule(
     return -lr * delta, square_avg, acc_delta
 
 
+@torch_optimizer
 def Adadelta(  # noqa: N802 - torch's class name
     lr: ScalarOrSchedule = 1.0,
     rho: ScalarOrSchedule = 0.9,

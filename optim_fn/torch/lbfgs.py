@@ -20,6 +20,7 @@ from jax.flatten_util import ravel_pytree
 
 from optim_fn.core.base import GradientTransformationExtraArgs
 from optim_fn.torch.lbfgs_strong_wolfe import strong_wolfe
+from optim_fn.torch.porting import torch_optimizer
 
 
 class LBFGSState(NamedTuple):
@@ -38,6 +39,7 @@ class LBFGSState(NamedTuple):
     loss: Any = None
 
 
+@torch_optimizer
 def LBFGS(  # noqa: N802 - torch's class name
     lr: float = 1,
     max_iter: int = 20,

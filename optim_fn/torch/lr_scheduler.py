@@ -14,6 +14,12 @@ step are ``lambda k: schedule(k // steps_per_epoch)``. Closed forms are used whe
 recurses (chainable schedulers); they agree to ~1e-15. :class:`ReduceLROnPlateau`, which
 depends on a metric, wraps the optimizer and takes the metric as an extra ``update``
 argument.
+
+torch's per-group lists (``OneCycleLR(max_lr=[...])``, ``CyclicLR(base_lr=[...], ...)``,
+``LambdaLR(lr, [f, g])``, a list as the initial lr) give a :class:`PerGroup`, one schedule
+per group, for :func:`optim_fn.torch.param_groups`. A scheduler given an optimizer (torch's
+call) raises a TypeError spelling the optim_fn call. ``schedule.get_last_lr(state)`` is
+torch's ``scheduler.get_last_lr()``: the lr of the next update.
 """
 
 from __future__ import annotations
@@ -27,6 +33,13 @@ import jax.numpy as jnp
 
 from optim_fn.core.base import GradientTransformationExtraArgs
 from optim_fn.core.hyperparams import get_hyperparams, set_hyperparams
+from optim_fn.torch.porting import PerGroup as PerGroup  # one schedule per param group
+from optim_fn.torch.porting import (
+    per_group,
+    per_group_members,
+    step_count,
+    torch_scheduler,
+)
 
 Array = jax.Array
 
@@ -60,17 +73,31 @@ class TorchSchedule:
     def __call__(self, count: Any) -> Array:
         return self.base_lr * self.factor(_epoch(count))
 
+    def get_last_lr(self, state: Any) -> list[Array]:
+        """torch's ``scheduler.get_last_lr()`` (and ``param_groups[0]["lr"]``) after as
+        many ``scheduler.step()`` calls as ``state`` has updates: the lr of the NEXT update,
+        ``[self(k)]`` after k updates. ``state`` is the optimizer state (or k itself).
+
+        ``optim_fn.get_hyperparams(state)["lr"]`` is the lr the latest update used
+        (``self(k - 1)``; ``self(0)`` before the first update).
+        """
+        return [self(step_count(state))]
+
 
 def _positive_int(where: str, name: str, value: Any) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise ValueError(f"{where}: `{name}` must be a positive int, got {value!r}")
 
 
+@torch_scheduler(takes_lr=True)
+@per_group("lr", "lr_lambda")
 def LambdaLR(lr: float, lr_lambda: Callable[[Array], Array]) -> TorchSchedule:  # noqa: N802
     """``lr_k = lr * lr_lambda(k)``; ``lr_lambda`` must accept a JAX scalar."""
     return TorchSchedule(lr, lr_lambda, chainable=False)
 
 
+@torch_scheduler(takes_lr=True)
+@per_group("lr", "lr_lambda")
 def MultiplicativeLR(  # noqa: N802
     lr: float, lr_lambda: Callable[[Array], Array]
 ) -> TorchSchedule:
@@ -84,11 +111,15 @@ def MultiplicativeLR(  # noqa: N802
     return TorchSchedule(lr, factor, chainable=True)
 
 
+@torch_scheduler(takes_lr=True)
+@per_group("lr")
 def StepLR(lr: float, step_size: int, gamma: float = 0.1) -> TorchSchedule:  # noqa: N802
     """``lr_k = lr * gamma^floor(k / step_size)``."""
     return TorchSchedule(lr, lambda t: gamma ** jnp.floor(t / step_size), chainable=True)
 
 
+@torch_scheduler(takes_lr=True)
+@per_group("lr")
 def MultiStepLR(  # noqa: N802
     lr: float, milestones: Sequence[int], gamma: float = 0.1
 ) -> TorchSchedule:
@@ -99,6 +130,8 @@ def MultiStepLR(  # noqa: N802
     )
 
 
+@torch_scheduler(takes_lr=True)
+@per_group("lr")
 def ConstantLR(  # noqa: N802
     lr: float, factor: float = 1.0 / 3, total_iters: int = 5
 ) -> TorchSchedule:
@@ -111,6 +144,8 @@ def ConstantLR(  # noqa: N802
     return TorchSchedule(lr, lambda t: jnp.where(t < total_iters, factor, 1.0), chainable=True)
 
 
+@torch_scheduler(takes_lr=True)
+@per_group("lr")
 def LinearLR(  # noqa: N802
     lr: float, start_factor: float = 1.0 / 3, end_factor: float = 1.0, total_iters: int = 5
 ) -> TorchSchedule:
@@ -133,11 +168,15 @@ def LinearLR(  # noqa: N802
     )
 
 
+@torch_scheduler(takes_lr=True)
+@per_group("lr")
 def ExponentialLR(lr: float, gamma: float) -> TorchSchedule:  # noqa: N802
     """``lr_k = lr * gamma^k``."""
     return TorchSchedule(lr, lambda t: gamma**t, chainable=True)
 
 
+@torch_scheduler(takes_lr=True)
+@per_group("lr")
 def PolynomialLR(  # noqa: N802
     lr: float, total_iters: int = 5, power: float = 1.0
 ) -> TorchSchedule:
@@ -147,6 +186,8 @@ def PolynomialLR(  # noqa: N802
     )
 
 
+@torch_scheduler(takes_lr=True)
+@per_group("lr")
 def CosineAnnealingLR(  # noqa: N802
     lr: float, T_max: int, eta_min: float = 0.0  # noqa: N803 - torch's keyword
 ) -> TorchSchedule:
@@ -158,6 +199,8 @@ def CosineAnnealingLR(  # noqa: N802
     )
 
 
+@torch_scheduler(takes_lr=True)
+@per_group("lr")
 def CosineAnnealingWarmRestarts(  # noqa: N802
     lr: float, T_0: int, T_mult: int = 1, eta_min: float = 0.0  # noqa: N803
 ) -> TorchSchedule:
@@ -184,6 +227,8 @@ def CosineAnnealingWarmRestarts(  # noqa: N802
     return TorchSchedule(lr, factor, chainable=False)
 
 
+@torch_scheduler(takes_lr=False)
+@per_group("base_lr", "max_lr", "base_momentum", "max_momentum")
 def CyclicLR(  # noqa: N802
     base_lr: float,
     max_lr: float,
@@ -235,6 +280,8 @@ def CyclicLR(  # noqa: N802
     )
 
 
+@torch_scheduler(takes_lr=False)
+@per_group("max_lr", "base_momentum", "max_momentum")
 def OneCycleLR(  # noqa: N802
     max_lr: float,
     total_steps: int | None = None,
@@ -313,10 +360,16 @@ def OneCycleLR(  # noqa: N802
     )
 
 
+@torch_scheduler(takes_lr=False)
 def SequentialLR(  # noqa: N802
     schedulers: Sequence[TorchSchedule], milestones: Sequence[int]
 ) -> TorchSchedule:
-    """``schedulers[i]`` from ``milestones[i-1]`` on, each restarted at its epoch 0."""
+    """``schedulers[i]`` from ``milestones[i-1]`` on, each restarted at its epoch 0.
+
+    Per-group schedulers (:class:`PerGroup`) give one SequentialLR per group."""
+    grouped = per_group_members(SequentialLR, schedulers, milestones)
+    if grouped is not None:
+        return grouped
     if len(milestones) != len(schedulers) - 1:
         raise ValueError(
             "SequentialLR: Sequential Schedulers expects number of schedulers provided to be "
@@ -336,8 +389,14 @@ def SequentialLR(  # noqa: N802
     return TorchSchedule(base, factor, chainable=False)
 
 
+@torch_scheduler(takes_lr=False)
 def ChainedScheduler(schedulers: Sequence[TorchSchedule]) -> TorchSchedule:  # noqa: N802
-    """Every scheduler stepped each step; for torch's chainable ones the effects multiply."""
+    """Every scheduler stepped each step; for torch's chainable ones the effects multiply.
+
+    Per-group schedulers (:class:`PerGroup`) give one ChainedScheduler per group."""
+    grouped = per_group_members(ChainedScheduler, schedulers)
+    if grouped is not None:
+        return grouped
     for scheduler in schedulers:
         if not scheduler.chainable:
             raise ValueError(
@@ -388,6 +447,11 @@ def ReduceLROnPlateau(  # noqa: N802
     if factor >= 1.0:
         raise ValueError(
             "ReduceLROnPlateau: Factor should be < 1.0. (`factor` must be < 1)"
+        )
+    if isinstance(min_lr, (list, tuple)):
+        raise TypeError(
+            "ReduceLROnPlateau: one `min_lr` per param group is not supported: it wraps one "
+            "optimizer with one `lr`; give a single number"
         )
     if mode not in ("min", "max"):
         raise ValueError(f"ReduceLROnPlateau: mode {mode} is unknown! (`mode`: 'min' or 'max')")

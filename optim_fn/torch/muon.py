@@ -18,6 +18,7 @@ from optim_fn.contrib._muon import orthogonalize_via_newton_schulz
 from optim_fn.core.base import GradientTransformationExtraArgs, ScalarOrSchedule
 from optim_fn.core.hyperparams import Hyperparams
 from optim_fn.core.lift import Slot, rule_transform
+from optim_fn.torch.porting import torch_optimizer
 
 
 class MuonState(NamedTuple):
@@ -53,6 +54,7 @@ def _muon_rule(
     return -(lr * weight_decay) * param - step, buffer
 
 
+@torch_optimizer
 def Muon(  # noqa: N802 - torch's class name
     lr: ScalarOrSchedule = 1e-3,
     weight_decay: ScalarOrSchedule = 0.1,

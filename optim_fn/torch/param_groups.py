@@ -13,6 +13,11 @@ Each group names its params by glob patterns on the path (see
 the keyword defaults. Each group is its own optimizer in an :func:`optim_fn.partition`,
 so its hyperparameters are state data: ``set_hyperparams(state, **{"0.lr": 3e-5})``
 (qualified names when groups share a name; ``lr=`` alone sets every group).
+
+A per-group value (:class:`optim_fn.torch.porting.PerGroup`, what a scheduler gives for
+torch's per-group lists, e.g. ``OneCycleLR([1e-3, 1e-2], total_steps=1000)``) gives group i
+its i-th entry, as torch's scheduler does for ``optimizer.param_groups[i]``; also inside
+a pair such as ``betas=(schedule.momentum, 0.999)``.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from optim_fn.core.base import GradientTransformationExtraArgs
+from optim_fn.torch.porting import for_group
 from optim_fn.transforms._partition import partition
 from optim_fn.tree._paths import path_labels
 
@@ -42,5 +48,7 @@ def param_groups(
         for pattern in [selected] if isinstance(selected, str) else list(selected):
             patterns.append((pattern, index))
         options = {k: v for k, v in group.items() if k != "params"}
-        transforms[index] = optimizer(**{**defaults, **options})
+        transforms[index] = optimizer(**{
+            k: for_group(k, v, index, len(groups)) for k, v in {**defaults, **options}.items()
+        })
     return partition(transforms, path_labels(patterns))

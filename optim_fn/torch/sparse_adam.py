@@ -19,6 +19,7 @@ from jax.experimental import sparse
 from optim_fn.core import hyperparams as hp
 from optim_fn.core.base import GradientTransformationExtraArgs, ScalarOrSchedule
 from optim_fn.core.lift import rule_transform
+from optim_fn.torch.porting import torch_optimizer
 
 
 class SparseAdamState(NamedTuple):
@@ -79,6 +80,7 @@ def _sparse_adam_rule(grads, exp_avg, exp_avg_sq, *, count, maximize, **hyperpar
     return tuple(jax.tree.unflatten(treedef, [o[i] for o in out]) for i in range(3))
 
 
+@torch_optimizer
 def SparseAdam(  # noqa: N802 - torch's class name
     lr: ScalarOrSchedule = 1e-3,
     betas: tuple[ScalarOrSchedule, ScalarOrSchedule] = (0.9, 0.999),
