@@ -1,7 +1,9 @@
 """Paths with readable names for every container type, and labels from path patterns.
 
 A path is the leaf's keys joined by ``/``: dict keys, attribute names of NamedTuples
-and dataclasses, list/tuple indices (``"encoder/layers/0/kernel"``). Patterns are
+and dataclasses, list/tuple indices (``"encoder/layers/0/kernel"``). The ``value`` key of
+flax nnx's ``Variable`` / ``VariableState`` boxes is left out: ``nnx.Optimizer`` passes
+the boxes to ``init`` and bare arrays to ``update``, and both give ``"kernel"``. Patterns are
 shell-style globs matched against the whole path (``*`` also matches ``/``), or
 compiled regular expressions (``re.compile(...)``, matched with ``search``).
 """
@@ -53,21 +55,70 @@ def _children(node: Any) -> list[tuple[str, Any]]:
     ]
 
 
-def leaf_paths(tree: Any) -> list[tuple[str, ...]]:
-    """The name path of every leaf of ``tree``, in the order of ``jax.tree.leaves(tree)``."""
+def _is_value_box(node: Any, children: list[tuple[str, Any]]) -> bool:
+    """A flax nnx ``Variable`` / ``VariableState``: a box around one array, ``value``."""
+    return (
+        len(children) == 1
+        and children[0][0] == "value"
+        and type(node).__module__.startswith("flax.")
+    )
+
+
+def _walk(tree: Any, include_none: bool) -> list[tuple[str, ...]]:
     paths: list[tuple[str, ...]] = []
 
     def walk(node: Any, prefix: tuple[str, ...]) -> None:
         if node is None:
+            if include_none:
+                paths.append(prefix)
             return
         if _is_leaf_node(node):
             paths.append(prefix)
             return
-        for name, child in _children(node):
+        children = _children(node)
+        if _is_value_box(node, children):
+            walk(children[0][1], prefix)
+            return
+        for name, child in children:
             walk(child, prefix + (name,))
 
     walk(tree, ())
     return paths
+
+
+def leaf_paths(tree: Any) -> list[tuple[str, ...]]:
+    """The name path of every leaf of ``tree``, in the order of ``jax.tree.leaves(tree)``.
+
+    A flax nnx ``Variable`` adds no name: ``{"kernel": nnx.Param(w)}`` and
+    ``{"kernel": w}`` both give ``("kernel",)``.
+    """
+    return _walk(tree, include_none=False)
+
+
+def _pattern_text(pattern: Pattern) -> str:
+    return pattern if isinstance(pattern, str) else pattern.pattern
+
+
+def _check_all_match(where: str, patterns: Sequence[Pattern], tree: Any) -> None:
+    """Raises if a pattern matches no path of ``tree`` (a typo such as ``"*biases"``).
+
+    Paths of ``None`` placeholders count: inside a :func:`partition` group or a
+    :func:`masked`, the leaves of the other groups are ``None`` but still named.
+    """
+    if not patterns:
+        return
+    paths = [path_string(p) for p in _walk(tree, include_none=True)]
+    if not paths:
+        return
+    unmatched = [p for p in patterns if not any(_matches(p, text) for text in paths)]
+    if unmatched:
+        shown = ", ".join(repr(p) for p in paths[:12])
+        more = f" and {len(paths) - 12} more" if len(paths) > 12 else ""
+        raise ValueError(
+            f"{where}: the pattern(s) {[_pattern_text(p) for p in unmatched]} match no "
+            f"parameter path; the paths are {shown}{more}. Patterns are shell-style "
+            "globs on the whole path ('*' also matches '/'), e.g. '*bias', 'encoder/*'."
+        )
 
 
 def path_string(path: Sequence[str]) -> str:
@@ -143,12 +194,14 @@ def path_labels(
 
     ``patterns`` maps glob patterns (or compiled regexes) to labels, checked in order;
     leaves matching none get ``default``. With ``default=None`` an unmatched leaf is an
-    error that lists it. Pass the result as ``param_labels`` to :func:`partition`.
+    error that lists it, and so is a pattern that matches no path (a typo). Pass the
+    result as ``param_labels`` to :func:`partition`.
     """
     pairs = list(patterns.items() if isinstance(patterns, Mapping) else patterns)
     _check_patterns("path_labels", [p for p, _ in pairs])
 
     def label_fn(params: Params) -> Any:
+        _check_all_match("path_labels", [p for p, _ in pairs], params)
         labels, unmatched = [], []
         for path in leaf_paths(params):
             text = path_string(path)
@@ -159,7 +212,7 @@ def path_labels(
         if unmatched:
             raise ValueError(
                 f"path_labels: no pattern matches the parameters {unmatched[:8]}; patterns "
-                f"are {[p if isinstance(p, str) else p.pattern for p, _ in pairs]}. Add a "
+                f"are {[_pattern_text(p) for p, _ in pairs]}. Add a "
                 "pattern for them or pass `default=`"
             )
         return jax.tree.unflatten(jax.tree.structure(params), labels)
@@ -172,7 +225,8 @@ def path_mask(*patterns: Pattern, exclude: Sequence[Pattern] = ()) -> Callable[[
 
     With no positional patterns every leaf is included, so
     ``path_mask(exclude=("*bias", "*scale"))`` selects everything but biases and scales.
-    Use it as ``mask=`` of :func:`optim_fn.masked`, :func:`optim_fn.adamw`,
+    A pattern that matches no path (a typo such as ``"*biases"``) is an error that
+    lists the paths. Use it as ``mask=`` of :func:`optim_fn.masked`, :func:`optim_fn.adamw`,
     :func:`optim_fn.add_decayed_weights` or :func:`freeze`.
     """
     if isinstance(exclude, (str, re.Pattern)):
@@ -180,6 +234,7 @@ def path_mask(*patterns: Pattern, exclude: Sequence[Pattern] = ()) -> Callable[[
     _check_patterns("path_mask", list(patterns) + list(exclude))
 
     def mask_fn(params: Params) -> Any:
+        _check_all_match("path_mask", list(patterns) + list(exclude), params)
         flags = []
         for path in leaf_paths(params):
             text = path_string(path)
