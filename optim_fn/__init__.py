@@ -16,6 +16,7 @@ The package, by layer (see ``docs/architecture.md``):
 * :mod:`optim_fn.transforms`: combining, masking, partitioning, clipping, accumulation,
   averaging, conditional and non-finite handling, line searches;
 * :mod:`optim_fn.schedules`, :mod:`optim_fn.flat` (flat mode), :mod:`optim_fn.sharding`;
+* :mod:`optim_fn.projections`: projections onto convex sets (optax.projections);
 * :mod:`optim_fn.contrib` (optax.contrib's optimizers), :mod:`optim_fn.torch` (the
   PyTorch face), :mod:`optim_fn.experiments` and :mod:`optim_fn.testing`, the last three
   loaded on first use.
@@ -28,6 +29,7 @@ from optim_fn import contrib as contrib
 from optim_fn import core as core
 from optim_fn import flat as flat
 from optim_fn import optimizers as optimizers
+from optim_fn import projections as projections
 from optim_fn import rules as rules
 from optim_fn import schedules as schedules
 from optim_fn import sharding as sharding
@@ -163,6 +165,7 @@ from optim_fn.sharding import partition_state, per_device_bytes, state_shardings
 # Transforms that are not optimizers.
 from optim_fn.transforms import (
     AdaptiveGradClipState,
+    ApplyEvery,
     ApplyIfFiniteState,
     BacktrackingLinesearchInfo,
     ClipByBlockRmsState,
@@ -179,15 +182,20 @@ from optim_fn.transforms import (
     MultiSteps,
     MultiStepsState,
     NonFiniteState,
+    NonNegativeParamsState,
     PartitionState,
     ReduceLROnPlateauState,
     ScaleByBacktrackingLinesearchState,
+    ScaleByScheduleState,
     ScaleByZoomLinesearchState,
     ScaleState,
     ShouldSkipUpdateFunction,
+    ZeroNansState,
     ZoomLinesearchInfo,
     adaptive_grad_clip,
+    apply_every,
     apply_if_finite,
+    centralize,
     chain,
     clip,
     clip_by_block_rms,
@@ -197,17 +205,23 @@ from optim_fn.transforms import (
     ema,
     ema_params,
     freeze,
+    incremental_update,
     inject_hyperparams,
+    keep_params_nonnegative,
     lookahead,
     masked,
     multi_transform,
+    named_chain,
     nonfinite_policy,
+    normalize_by_update_norm,
     partition,
     per_example_global_norm_clip,
     per_example_layer_norm_clip,
+    periodic_update,
     reduce_on_plateau,
     scale,
     scale_by_backtracking_linesearch,
+    scale_by_schedule,
     scale_by_zoom_linesearch,
     selective_transform,
     set_to_zero,
@@ -215,6 +229,7 @@ from optim_fn.transforms import (
     skip_not_finite,
     unitwise_norm,
     value_and_grad_from_state,
+    zero_nans,
 )
 
 # Tree math and parameter paths.
@@ -392,6 +407,20 @@ __all__ = [
     "scale",
     "skip_large_updates",
     "skip_not_finite",
+    # optax's small transforms and target-network helpers
+    "ApplyEvery",
+    "NonNegativeParamsState",
+    "ScaleByScheduleState",
+    "ZeroNansState",
+    "apply_every",
+    "centralize",
+    "incremental_update",
+    "keep_params_nonnegative",
+    "named_chain",
+    "normalize_by_update_norm",
+    "periodic_update",
+    "scale_by_schedule",
+    "zero_nans",
     # line searches
     "BacktrackingLinesearchInfo",
     "ScaleByBacktrackingLinesearchState",
@@ -425,6 +454,7 @@ __all__ = [
     "experiments",
     "flat",
     "optimizers",
+    "projections",
     "rules",
     "schedules",
     "sharding",

@@ -253,7 +253,11 @@ NOT_OPTIMIZERS = {
         "piecewise_interpolate_schedule polynomial_schedule sgdr_schedule "
         "warmup_constant_schedule warmup_cosine_decay_schedule warmup_exponential_decay_schedule "
         # sharding utilities
-        "partition_state per_device_bytes state_shardings"
+        "partition_state per_device_bytes state_shardings "
+        # optax's small transforms, their states and target-network helpers
+        "ApplyEvery NonNegativeParamsState ScaleByScheduleState ZeroNansState apply_every "
+        "centralize incremental_update keep_params_nonnegative named_chain "
+        "normalize_by_update_norm periodic_update scale_by_schedule zero_nans"
     ).split(),
     "contrib": (
         # state classes and dimension-number types

@@ -113,6 +113,7 @@ LAYERS = {
     "transforms": {"core", "tree", "flat", "rules"},
     "schedules": {"core"},
     "sharding": {"core"},
+    "projections": {"core", "tree"},
     "optimizers": {"core", "tree", "flat", "rules", "transforms", "schedules"},
     "contrib": {"core", "tree", "flat", "rules", "transforms", "optimizers", "schedules"},
     "torch": {"core", "tree", "flat", "rules", "transforms", "optimizers", "contrib",

@@ -1,5 +1,6 @@
 """Transforms that are not optimizers: combining, masking, partitioning, clipping,
-accumulation, averaging, conditional and non-finite handling, line searches, scaling.
+accumulation, averaging, conditional and non-finite handling, line searches, scaling,
+centralising and normalising, periodic application, keeping params non-negative.
 
 Each is a ``(init, update)`` pair with a NamedTuple state, like the optimizers, so they
 chain with them and with optax's transforms.
@@ -37,6 +38,7 @@ from optim_fn.transforms._combine import (
     MaskedState,
     chain,
     masked,
+    named_chain,
 )
 from optim_fn.transforms._conditional import (
     ApplyIfFiniteState,
@@ -45,6 +47,18 @@ from optim_fn.transforms._conditional import (
     apply_if_finite,
     conditionally_mask,
     conditionally_transform,
+)
+from optim_fn.transforms._constraints import (
+    NonNegativeParamsState,
+    keep_params_nonnegative,
+)
+from optim_fn.transforms._elementwise import (
+    ScaleByScheduleState,
+    ZeroNansState,
+    centralize,
+    normalize_by_update_norm,
+    scale_by_schedule,
+    zero_nans,
 )
 from optim_fn.transforms._inject import (
     InjectHyperparamsState,
@@ -73,6 +87,12 @@ from optim_fn.transforms._partition import (
     selective_transform,
     set_to_zero,
 )
+from optim_fn.transforms._periodic import (
+    ApplyEvery,
+    apply_every,
+    incremental_update,
+    periodic_update,
+)
 from optim_fn.transforms._plateau import (
     ReduceLROnPlateauState,
     reduce_on_plateau,
@@ -89,6 +109,7 @@ from optim_fn.tree._math import (
 
 __all__ = [
     "AdaptiveGradClipState",
+    "ApplyEvery",
     "ApplyIfFiniteState",
     "BacktrackingLinesearchInfo",
     "ClipByBlockRmsState",
@@ -105,15 +126,20 @@ __all__ = [
     "MultiSteps",
     "MultiStepsState",
     "NonFiniteState",
+    "NonNegativeParamsState",
     "PartitionState",
     "ReduceLROnPlateauState",
     "ScaleByBacktrackingLinesearchState",
+    "ScaleByScheduleState",
     "ScaleByZoomLinesearchState",
     "ScaleState",
     "ShouldSkipUpdateFunction",
+    "ZeroNansState",
     "ZoomLinesearchInfo",
     "adaptive_grad_clip",
+    "apply_every",
     "apply_if_finite",
+    "centralize",
     "chain",
     "clip",
     "clip_by_block_rms",
@@ -124,17 +150,23 @@ __all__ = [
     "ema_params",
     "freeze",
     "global_norm",
+    "incremental_update",
     "inject_hyperparams",
+    "keep_params_nonnegative",
     "lookahead",
     "masked",
     "multi_transform",
+    "named_chain",
     "nonfinite_policy",
+    "normalize_by_update_norm",
     "partition",
     "per_example_global_norm_clip",
     "per_example_layer_norm_clip",
+    "periodic_update",
     "reduce_on_plateau",
     "scale",
     "scale_by_backtracking_linesearch",
+    "scale_by_schedule",
     "scale_by_zoom_linesearch",
     "selective_transform",
     "set_to_zero",
@@ -142,6 +174,7 @@ __all__ = [
     "skip_not_finite",
     "unitwise_norm",
     "value_and_grad_from_state",
+    "zero_nans",
 ]
 
 __getattr__ = _legacy.fallback(__name__)  # names this module held before the layout

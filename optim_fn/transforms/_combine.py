@@ -141,3 +141,39 @@ def masked(
         return merged, MaskedState(inner_state)
 
     return GradientTransformationExtraArgs(init, compiled_when_eager(update))
+
+
+@checks_once
+def named_chain(*transforms: tuple[str, GradientTransformation]) -> GradientTransformationExtraArgs:
+    """Like :func:`chain`, from ``(name, transform)`` pairs; the state is a dict from each
+    name to its transform's state (optax's :func:`optax.named_chain`), so a part of the
+    state is found by name (``state["adam"]``) instead of by position. (``jax.jit``
+    returns dicts with sorted keys; the transforms still run in the order given.)
+    """
+    names = []
+    for index, pair in enumerate(transforms):
+        if not (isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[0], str)):
+            raise TypeError(
+                f"named_chain: argument {index} is {pair!r}, not a (name, transform) pair"
+            )
+        names.append(pair[0])
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"named_chain: names must be distinct, repeated: {duplicates}")
+    inner = chain(*(transform for _, transform in transforms))
+
+    def init(params: Params) -> dict:
+        return dict(zip(names, inner.init(params), strict=True))
+
+    def update(updates: Updates, state: dict, params: Params = None, **extra_args):
+        if not isinstance(state, dict) or set(state) != set(names):
+            raise ValueError(
+                f"named_chain: expected the state returned by this chain's init (a dict with "
+                f"keys {names}), got {type(state).__name__}"
+            )
+        updates, states = inner.update(
+            updates, tuple(state[n] for n in names), params, **extra_args
+        )
+        return updates, dict(zip(names, states, strict=True))
+
+    return GradientTransformationExtraArgs(init, update)

@@ -1,9 +1,32 @@
 """Tree math and tree paths: norms, inner products, finiteness, labels from path patterns.
 
 Every reduction accumulates in float32 at least (bf16 leaves do not lose their norm to
-rounding) and is real for complex leaves (``|z|^2``, ``Re <a, b>``).
+rounding) and is real for complex leaves (``|z|^2``, ``Re <a, b>``). optax.tree's
+leafwise arithmetic and reductions are here under optax's names (``add``, ``scale``,
+``vdot``, ``norm``, ...; ``_arith.py``).
 """
 
+from optim_fn.tree._arith import (
+    add,
+    add_scale,
+    cast,
+    clip,
+    conj,
+    div,
+    max,
+    min,
+    mul,
+    norm,
+    ones_like,
+    real,
+    scale,
+    size,
+    sub,
+    sum,
+    vdot,
+    where,
+    zeros_like,
+)
 from optim_fn.tree._math import (
     all_finite,
     global_norm,
@@ -27,6 +50,25 @@ from optim_fn.tree._structure import (
 )
 
 __all__ = [
+    "add",
+    "add_scale",
+    "cast",
+    "clip",
+    "conj",
+    "div",
+    "max",
+    "min",
+    "mul",
+    "norm",
+    "ones_like",
+    "real",
+    "scale",
+    "size",
+    "sub",
+    "sum",
+    "vdot",
+    "where",
+    "zeros_like",
     "Pattern",
     "all_finite",
     "broadcast_to_tree",
