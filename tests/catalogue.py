@@ -38,10 +38,32 @@ Other fields: ``optax`` / ``torch`` (the twin's dotted name, or None), ``extra_a
 rows that need another problem: ``shapes`` / ``dtype`` (the params), ``wrap_params``
 (e.g. ``LookaheadParams``), ``grads`` (params -> the gradients ``update`` takes: per
 example, sparse, ...), ``jit`` (False: ``update`` runs eagerly, as torch's LBFGS).
+For ``tests/test_catalogue.py`` (declared, not measured): ``optax_make`` (builds the optax
+twin where ``make``'s arguments cannot be passed to it verbatim: an inner optimizer,
+torch's keywords, optim_fn types), ``optax_differs`` (why the numbers differ from the
+twin's on purpose, citing docs/differences.md or docs/torch.md: the parity check skips),
+``noise`` (the updates draw random noise, whose stream depends on the dtype and the
+leaves), ``rounding_noise`` (why some step's update on the standard problem is rounding
+noise: runs that round differently are not compared by value).
 
 The standard problem: :func:`initial_params` (three leaves: a 3x4 matrix, a 4-vector
 and a 2x3x2 cube; matrices matter for whole-leaf rules) and the gradient of the smooth,
 positive, separable :func:`loss` at the current params (:func:`loss_grads`).
+
+How to add an optimizer: a rule (``optim_fn/rules``), an alias (``optim_fn/optimizers``
+or ``optim_fn/contrib``, exported) and one row here, appended at the end: a
+representative configuration (non-default options), its twins, its flags as
+``python tests/golden/derive_flags.py <name>`` measures them, and the hooks its problem
+needs; then ``PYTHONPATH=$PWD python tests/golden/make_golden.py <name>`` writes its
+golden checkpoint. With no other change the row gets: the coverage check and the
+golden-checkpoint round trip (``tests/test_golden_checkpoints.py``), and from
+``tests/test_catalogue.py`` the property checks of ``optim_fn.testing``, a bfloat16 run,
+flat mode (tree mode's numbers, or a refusal), complex params (the float32 numbers on the
+real axis, or a TypeError naming it), the error without params (``needs_params``) and,
+with an ``optax`` twin, 20 steps of parity (the twin gets ``make``'s arguments; give
+``optax_make`` where it cannot take them, ``optax_differs`` for a documented
+difference). A row whose gradients are not shaped like its params (a new ``grads`` hook)
+also needs an entry in ``GRADIENT_VIEWS`` there: its property check says so.
 """
 
 from __future__ import annotations
@@ -54,6 +76,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
+import optax.contrib
+import optax.transforms
 from jax.experimental import sparse
 
 import optim_fn
@@ -84,6 +109,10 @@ class Entry:
     wrap_params: Callable[[Any], Any] | None = None
     grads: Callable[[Any], Any] | None = None
     jit: bool = True
+    optax_make: Callable[[], Any] | None = None
+    optax_differs: str | None = None
+    noise: bool = False
+    rounding_noise: str | None = None
 
     @property
     def elementwise(self) -> bool:
@@ -280,6 +309,13 @@ MUON_DIMS = {
     "cube": optim_fn.contrib.MuonDimensionNumbers(0, 2),
 }
 
+# The same, for optax's twin.
+OPTAX_MUON_DIMS = {
+    "w": optax.contrib.MuonDimensionNumbers(0, 1),
+    "b": None,
+    "cube": optax.contrib.MuonDimensionNumbers(0, 2),
+}
+
 TORCH_SHAPES_2D = {"w": (3, 4), "v": (4, 2)}  # torch's Muon takes matrices only
 SPARSE_SHAPES = {"table": (6, 3)}  # an embedding table for SparseAdam
 
@@ -304,7 +340,11 @@ CATALOGUE: tuple[Entry, ...] = (
     Entry("rmsprop",
           lambda: optim_fn.rmsprop(1e-2, centered=True, momentum=0.9, bias_correction=True),
           "optax.rmsprop", "torch.optim.RMSprop",
-          whole_leaf=False, whole_tree=False, flat=True, complex=True, needs_params=False),
+          whole_leaf=False, whole_tree=False, flat=True, complex=True, needs_params=False,
+          optax_differs="centered with bias_correction: at step 1 optax's v - m^2 rounds "
+          "around 0 (NaN or noise), optim_fn clamps it at 0 (docs/differences.md)",
+          rounding_noise="centered with bias_correction: at step 1, v - m^2 is 0 in exact "
+          "arithmetic, so the update is g / sqrt(eps) times rounding noise"),
     Entry("adadelta", lambda: optim_fn.adadelta(0.5, rho=0.8, weight_decay=0.1),
           "optax.adadelta", "torch.optim.Adadelta",
           whole_leaf=False, whole_tree=False, flat=True, complex=True, needs_params=True),
@@ -342,7 +382,9 @@ CATALOGUE: tuple[Entry, ...] = (
           whole_leaf=False, whole_tree=False, flat=True, complex=True, needs_params=True),
     Entry("rprop", lambda: optim_fn.rprop(1e-2, eta_minus=0.3, eta_plus=1.5),
           "optax.rprop", "torch.optim.Rprop",
-          whole_leaf=False, whole_tree=False, flat=True, complex=False, needs_params=False),
+          whole_leaf=False, whole_tree=False, flat=True, complex=False, needs_params=False,
+          optax_differs="optax's Rprop lags a step; optim_fn is iRprop- as published "
+          "(docs/differences.md; tests/test_family_reference.py checks it)"),
     Entry("sign_sgd", lambda: optim_fn.sign_sgd(1e-2),
           "optax.sign_sgd", None,
           whole_leaf=False, whole_tree=False, flat=True, complex=True, needs_params=False),
@@ -375,7 +417,8 @@ CATALOGUE: tuple[Entry, ...] = (
     # Its noise is drawn leaf by leaf, so flat mode and split leaves draw other noise.
     Entry("noisy_sgd", lambda: optim_fn.noisy_sgd(1e-2, eta=0.1, key=3),
           "optax.noisy_sgd", None,
-          whole_leaf=True, whole_tree=False, flat=False, complex=True, needs_params=False),
+          whole_leaf=True, whole_tree=False, flat=False, complex=True, needs_params=False,
+          noise=True),
     Entry("polyak_sgd", lambda: optim_fn.polyak_sgd(10.0, 0.3, 1.0, 1e-3, "sps+"),
           "optax.polyak_sgd", None,
           whole_leaf=False, whole_tree=True, flat=True, complex=True, needs_params=False,
@@ -400,15 +443,18 @@ CATALOGUE: tuple[Entry, ...] = (
           "optax.lookahead", None,
           whole_leaf=False, whole_tree=False, flat=True, complex=True, needs_params=True,
           kind="wrapper", wrap_params=lambda p: optim_fn.LookaheadParams.init_synced(p),
-          grads=lookahead_grads),
+          grads=lookahead_grads,
+          optax_make=lambda: optax.lookahead(optax.adam(1e-2), 2, 0.5)),
     Entry("MultiSteps", lambda: optim_fn.MultiSteps(optim_fn.adam(1e-2), every_k_schedule=2),
           "optax.MultiSteps", None,
           whole_leaf=False, whole_tree=False, flat=True, complex=True, needs_params=False,
-          kind="wrapper"),
+          kind="wrapper",
+          optax_make=lambda: optax.MultiSteps(optax.adam(1e-2), every_k_schedule=2)),
     Entry("apply_if_finite", lambda: optim_fn.apply_if_finite(optim_fn.adam(1e-2), 2),
           "optax.apply_if_finite", None,
           whole_leaf=False, whole_tree=False, flat=True, complex=True, needs_params=False,
-          kind="wrapper"),
+          kind="wrapper",
+          optax_make=lambda: optax.apply_if_finite(optax.adam(1e-2), 2)),
     Entry("ema_params", lambda: optim_fn.ema_params(optim_fn.adam(1e-2), decay=0.9),
           None, None,
           whole_leaf=False, whole_tree=False, flat=True, complex=True, needs_params=True,
@@ -417,7 +463,8 @@ CATALOGUE: tuple[Entry, ...] = (
           lambda: optim_fn.inject_hyperparams(optim_fn.adam)(learning_rate=1e-2, b1=0.8),
           "optax.inject_hyperparams", None,
           whole_leaf=False, whole_tree=False, flat=True, complex=True, needs_params=False,
-          kind="wrapper"),
+          kind="wrapper",
+          optax_make=lambda: optax.inject_hyperparams(optax.adam)(learning_rate=1e-2, b1=0.8)),
     Entry("nonfinite_policy",
           lambda: optim_fn.nonfinite_policy(optim_fn.adam(1e-2), "skip"),
           None, None,
@@ -427,23 +474,30 @@ CATALOGUE: tuple[Entry, ...] = (
           lambda: optim_fn.conditionally_mask(optim_fn.sgd(1e-2, 0.9), every_other_step),
           "optax.transforms.conditionally_mask", None,
           whole_leaf=False, whole_tree=False, flat=True, complex=True, needs_params=False,
-          kind="wrapper"),
+          kind="wrapper",
+          optax_make=lambda: optax.transforms.conditionally_mask(optax.sgd(1e-2, 0.9),
+                                                                     every_other_step)),
     Entry("conditionally_transform",
           lambda: optim_fn.conditionally_transform(optim_fn.adam(1e-2), every_other_step),
           "optax.transforms.conditionally_transform", None,
           whole_leaf=False, whole_tree=False, flat=True, complex=True, needs_params=False,
-          kind="wrapper"),
+          kind="wrapper",
+          optax_make=lambda: optax.transforms.conditionally_transform(optax.adam(1e-2),
+                                                                          every_other_step)),
     # It reads `value` only through comparisons: a small change of one leaf moves nothing.
     Entry("reduce_on_plateau",
           lambda: optim_fn.chain(optim_fn.adam(1e-2),
                                  optim_fn.reduce_on_plateau(0.5, patience=1, rtol=0.1)),
           "optax.contrib.reduce_on_plateau", None,
           whole_leaf=False, whole_tree=False, flat=True, complex=True, needs_params=False,
-          extra_args=with_value, kind="wrapper"),
+          extra_args=with_value, kind="wrapper",
+          optax_make=lambda: optax.chain(
+              optax.adam(1e-2), optax.contrib.reduce_on_plateau(0.5, patience=1, rtol=0.1))),
     Entry("masked", lambda: optim_fn.masked(optim_fn.adam(1e-2), is_matrix),
           "optax.masked", None,
           whole_leaf=False, whole_tree=False, flat=True, complex=True, needs_params=False,
-          kind="wrapper"),
+          kind="wrapper",
+          optax_make=lambda: optax.masked(optax.adam(1e-2), is_matrix)),
     # multi_transform, partition, selective_transform and torch.param_groups work in flat
     # mode only with ravel(groups=...) following their labels; plain ravel is refused.
     Entry("multi_transform",
@@ -451,19 +505,26 @@ CATALOGUE: tuple[Entry, ...] = (
               {"matrix": optim_fn.adam(1e-2), "other": optim_fn.sgd(1e-2, 0.9)}, label_by_ndim),
           "optax.multi_transform", None,
           whole_leaf=False, whole_tree=False, flat=False, complex=True, needs_params=False,
-          kind="wrapper"),
+          kind="wrapper",
+          optax_make=lambda: optax.multi_transform(
+              {"matrix": optax.adam(1e-2), "other": optax.sgd(1e-2, 0.9)}, label_by_ndim)),
     Entry("partition",
           lambda: optim_fn.partition(
               {"matrix": optim_fn.adamw(1e-2, weight_decay=0.1), "other": optim_fn.sgd(1e-2)},
               label_by_ndim),
           "optax.partition", None,
           whole_leaf=False, whole_tree=False, flat=False, complex=True, needs_params=True,
-          kind="wrapper"),
+          kind="wrapper",
+          optax_make=lambda: optax.partition(
+              {"matrix": optax.adamw(1e-2, weight_decay=0.1), "other": optax.sgd(1e-2)},
+              label_by_ndim)),
     Entry("selective_transform",
           lambda: optim_fn.selective_transform(optim_fn.adam(1e-2), freeze_mask=is_matrix),
           "optax.transforms.selective_transform", None,
           whole_leaf=False, whole_tree=False, flat=False, complex=True, needs_params=False,
-          kind="wrapper"),
+          kind="wrapper",
+          optax_make=lambda: optax.transforms.selective_transform(  # a static mask only
+              optax.adam(1e-2), freeze_mask={"w": True, "b": False, "cube": True})),
     # --- optim_fn.contrib
     Entry("contrib.acprop",
           lambda: optim_fn.contrib.acprop(inverse_time, weight_decay=0.1, mask=is_matrix),
@@ -500,7 +561,8 @@ CATALOGUE: tuple[Entry, ...] = (
           lambda: optim_fn.contrib.dpsgd(0.1, 1.0, 0.5, 3, momentum=0.9, nesterov=True),
           "optax.contrib.dpsgd", None,
           whole_leaf=True, whole_tree=True, flat=False, complex=True, needs_params=False,
-          grads=per_example_grads),
+          grads=per_example_grads,
+          noise=True),
     Entry("contrib.galore",
           lambda: optim_fn.contrib.galore(1e-2, rank=2, update_proj_gap=3, weight_decay=0.1),
           "optax.contrib.galore", None,
@@ -512,7 +574,8 @@ CATALOGUE: tuple[Entry, ...] = (
           lambda: optim_fn.contrib.mechanize(optim_fn.adam(1.0), s_init=0.1, num_betas=2),
           "optax.contrib.mechanize", None,
           whole_leaf=False, whole_tree=True, flat=True, complex=True, needs_params=True,
-          kind="wrapper"),
+          kind="wrapper",
+          optax_make=lambda: optax.contrib.mechanize(optax.adam(1.0), s_init=0.1, num_betas=2)),
     Entry("contrib.momo", lambda: optim_fn.contrib.momo(0.5, beta=0.8, weight_decay=0.1),
           "optax.contrib.momo", None,
           whole_leaf=False, whole_tree=True, flat=True, complex=True, needs_params=True,
@@ -527,7 +590,10 @@ CATALOGUE: tuple[Entry, ...] = (
           lambda: optim_fn.contrib.muon(1e-2, weight_decay=0.1, adam_weight_decay=0.01,
                                         muon_weight_dimension_numbers=MUON_DIMS),
           "optax.contrib.muon", "torch.optim.Muon",
-          whole_leaf=True, whole_tree=False, flat=False, complex=True, needs_params=True),
+          whole_leaf=True, whole_tree=False, flat=False, complex=True, needs_params=True,
+          optax_make=lambda: optax.contrib.muon(
+              1e-2, weight_decay=0.1, adam_weight_decay=0.01,
+              muon_weight_dimension_numbers=OPTAX_MUON_DIMS)),
     Entry("contrib.prodigy",
           lambda: optim_fn.contrib.prodigy(0.5, betas=(0.8, 0.99), estim_lr0=1e-3,
                                                    estim_lr_coef=100.0, weight_decay=0.1),
@@ -540,12 +606,16 @@ CATALOGUE: tuple[Entry, ...] = (
               sync_period=2, reset_state=False),
           "optax.contrib.sam", None,
           whole_leaf=False, whole_tree=True, flat=True, complex=True, needs_params=True,
-          kind="wrapper"),
+          kind="wrapper",
+          optax_make=lambda: optax.contrib.sam(
+              optax.adam(1e-2), optax.chain(optax.contrib.normalize(), optax.sgd(5e-2)),
+              sync_period=2, reset_state=False)),
     Entry("contrib.schedule_free",
           lambda: optim_fn.contrib.schedule_free(optim_fn.sgd(1.0, 0.5), 1e-2, b1=0.8),
           "optax.contrib.schedule_free", None,
           whole_leaf=False, whole_tree=False, flat=True, complex=True, needs_params=True,
-          kind="wrapper"),
+          kind="wrapper",
+          optax_make=lambda: optax.contrib.schedule_free(optax.sgd(1.0, 0.5), 1e-2, b1=0.8)),
     Entry("contrib.schedule_free_adamw",
           lambda: optim_fn.contrib.schedule_free_adamw(1e-2, warmup_steps=2, weight_decay=0.1),
           "optax.contrib.schedule_free_adamw", None,
@@ -557,7 +627,9 @@ CATALOGUE: tuple[Entry, ...] = (
     Entry("contrib.soap",
           lambda: optim_fn.contrib.soap(1e-2, precondition_frequency=2, weight_decay=0.1),
           None, None,
-          whole_leaf=True, whole_tree=False, flat=False, complex=False, needs_params=True),
+          whole_leaf=True, whole_tree=False, flat=False, complex=False, needs_params=True,
+          rounding_noise="its first Adam step (step 2) sees a gradient nearly diagonal in the "
+          "eigenbases of step 1's, and normalises the off-diagonal rounding noise to +-1"),
     Entry("contrib.sophia",
           lambda: optim_fn.contrib.sophia(1e-2, weight_decay=0.1, update_interval=2),
           "optax.contrib.sophia", None,
@@ -567,55 +639,78 @@ CATALOGUE: tuple[Entry, ...] = (
           lambda: optim_fn.contrib.split_real_and_imaginary(optim_fn.adam(1e-2)),
           "optax.contrib.split_real_and_imaginary", None,
           whole_leaf=False, whole_tree=False, flat=True, complex=True, needs_params=False,
-          kind="wrapper", dtype="complex64", grads=conj_grads),
+          kind="wrapper", dtype="complex64", grads=conj_grads,
+          optax_make=lambda: optax.contrib.split_real_and_imaginary(optax.adam(1e-2))),
     # --- optim_fn.torch: torch.optim's names, keywords and numbers
     Entry("torch.SGD",
           lambda: optim_fn.torch.SGD(lr=5e-2, momentum=0.9, nesterov=True, weight_decay=0.01),
           "optax.sgd", "torch.optim.SGD",
-          whole_leaf=False, whole_tree=False, flat=True, complex=True, needs_params=True),
+          whole_leaf=False, whole_tree=False, flat=True, complex=True, needs_params=True,
+          optax_make=lambda: optax.chain(optax.add_decayed_weights(0.01),
+                                         optax.sgd(5e-2, momentum=0.9, nesterov=True))),
     Entry("torch.Adam",
           lambda: optim_fn.torch.Adam(lr=1e-2, amsgrad=True, weight_decay=0.1),
           "optax.adam", "torch.optim.Adam",
-          whole_leaf=False, whole_tree=False, flat=True, complex=True, needs_params=True),
+          whole_leaf=False, whole_tree=False, flat=True, complex=True, needs_params=True,
+          optax_differs="torch's AMSGrad takes the max of the raw second moment, optax's "
+          "of the bias-corrected one (docs/torch.md; tests/test_torch_optimizers.py)"),
     Entry("torch.AdamW", lambda: optim_fn.torch.AdamW(lr=1e-2, betas=(0.8, 0.99)),
           "optax.adamw", "torch.optim.AdamW",
-          whole_leaf=False, whole_tree=False, flat=True, complex=True, needs_params=True),
+          whole_leaf=False, whole_tree=False, flat=True, complex=True, needs_params=True,
+          optax_make=lambda: optax.adamw(1e-2, b1=0.8, b2=0.99, eps=1e-8, weight_decay=1e-2)),
     Entry("torch.Adagrad",
           lambda: optim_fn.torch.Adagrad(lr=5e-2, lr_decay=0.01, initial_accumulator_value=0.1),
           "optax.adagrad", "torch.optim.Adagrad",
-          whole_leaf=False, whole_tree=False, flat=True, complex=True, needs_params=True),
+          whole_leaf=False, whole_tree=False, flat=True, complex=True, needs_params=True,
+          optax_make=lambda: optax.chain(
+              optax.scale_by_rss(initial_accumulator_value=0.1, eps=1e-10),
+              optax.scale_by_learning_rate(lambda count: 5e-2 / (1.0 + 0.01 * count)))),
     Entry("torch.Adadelta",
           lambda: optim_fn.torch.Adadelta(lr=1.0, rho=0.8, weight_decay=0.01),
           "optax.adadelta", "torch.optim.Adadelta",
-          whole_leaf=False, whole_tree=False, flat=True, complex=True, needs_params=True),
+          whole_leaf=False, whole_tree=False, flat=True, complex=True, needs_params=True,
+          optax_make=lambda: optax.adadelta(1.0, rho=0.8, eps=1e-6, weight_decay=0.01)),
     Entry("torch.RMSprop",
           lambda: optim_fn.torch.RMSprop(lr=1e-2, centered=True, momentum=0.5),
           "optax.rmsprop", "torch.optim.RMSprop",
-          whole_leaf=False, whole_tree=False, flat=True, complex=True, needs_params=True),
+          whole_leaf=False, whole_tree=False, flat=True, complex=True, needs_params=True,
+          optax_make=lambda: optax.rmsprop(1e-2, decay=0.99, eps=1e-8, eps_in_sqrt=False,
+                                           centered=True, momentum=0.5)),
     Entry("torch.Adamax", lambda: optim_fn.torch.Adamax(lr=1e-2, weight_decay=0.01),
           "optax.adamax", "torch.optim.Adamax",
-          whole_leaf=False, whole_tree=False, flat=True, complex=True, needs_params=True),
+          whole_leaf=False, whole_tree=False, flat=True, complex=True, needs_params=True,
+          optax_make=lambda: optax.chain(optax.add_decayed_weights(0.01), optax.adamax(1e-2))),
     Entry("torch.NAdam",
           lambda: optim_fn.torch.NAdam(lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True),
           "optax.nadam", "torch.optim.NAdam",
-          whole_leaf=False, whole_tree=False, flat=True, complex=True, needs_params=True),
+          whole_leaf=False, whole_tree=False, flat=True, complex=True, needs_params=True,
+          optax_differs="torch's momentum-decay schedule, which optax's nadam has not "
+          "(docs/torch.md; tests/test_torch_optimizers.py)"),
     Entry("torch.RAdam", lambda: optim_fn.torch.RAdam(lr=1e-2, weight_decay=0.1),
           "optax.radam", "torch.optim.RAdam",
-          whole_leaf=False, whole_tree=False, flat=True, complex=True, needs_params=True),
+          whole_leaf=False, whole_tree=False, flat=True, complex=True, needs_params=True,
+          optax_make=lambda: optax.chain(optax.add_decayed_weights(0.1),
+                                         optax.radam(1e-2, threshold=5.0))),
     Entry("torch.ASGD", lambda: optim_fn.torch.ASGD(lr=1e-2, lambd=0.1, t0=2),
           None, "torch.optim.ASGD",
           whole_leaf=False, whole_tree=False, flat=True, complex=True, needs_params=True),
     Entry("torch.Rprop", lambda: optim_fn.torch.Rprop(lr=1e-2, etas=(0.3, 1.5)),
           "optax.rprop", "torch.optim.Rprop",
-          whole_leaf=False, whole_tree=False, flat=True, complex=True, needs_params=False),
+          whole_leaf=False, whole_tree=False, flat=True, complex=True, needs_params=False,
+          optax_differs="optax's Rprop lags a step (docs/differences.md); checked "
+          "against torch in tests/test_torch_optimizers.py"),
     # On a FlatTree it runs but factors the 1-d buffer, not the leaves: other numbers.
     Entry("torch.Adafactor", lambda: optim_fn.torch.Adafactor(lr=1e-2, weight_decay=0.01),
           "optax.adafactor", "torch.optim.Adafactor",
-          whole_leaf=True, whole_tree=False, flat=False, complex=False, needs_params=True),
+          whole_leaf=True, whole_tree=False, flat=False, complex=False, needs_params=True,
+          optax_differs="torch's Adafactor (last two axes factored, eps clamped, relative "
+          "step) is not optax's (docs/torch.md; tests/test_torch_optimizers.py)"),
     Entry("torch.Muon", lambda: optim_fn.torch.Muon(lr=2e-2, weight_decay=0.1),
           "optax.contrib.muon", "torch.optim.Muon",
           whole_leaf=True, whole_tree=False, flat=False, complex=False, needs_params=True,
-          shapes=TORCH_SHAPES_2D),
+          shapes=TORCH_SHAPES_2D,
+          optax_differs="torch's Muon (bfloat16 Newton-Schulz, its lr adjustment) is not "
+          "optax's (docs/torch.md; tests/test_torch_muon.py)"),
     # Sparse (BCOO) gradients only: on a FlatTree the rows are those of the buffer.
     Entry("torch.SparseAdam", lambda: optim_fn.torch.SparseAdam(lr=5e-2, betas=(0.8, 0.99)),
           None, "torch.optim.SparseAdam",
@@ -627,7 +722,9 @@ CATALOGUE: tuple[Entry, ...] = (
           lambda: optim_fn.torch.LBFGS(lr=0.5, max_iter=3, history_size=4),
           "optax.lbfgs", "torch.optim.LBFGS",
           whole_leaf=False, whole_tree=True, flat=True, complex=False, needs_params=True,
-          extra_args=with_loss_fn, jit=False),
+          extra_args=with_loss_fn, jit=False,
+          optax_differs="torch's LBFGS (a closure step of max_iter iterations) is not "
+          "optax's (docs/torch.md; tests/test_torch_lbfgs.py)"),
     Entry("torch.param_groups",
           lambda: optim_fn.torch.param_groups(
               optim_fn.torch.AdamW,

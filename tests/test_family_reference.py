@@ -6,12 +6,13 @@
   1-3% and 7e-5 to float32 rounding there); SM3 on 0-d leaves (optax fails on them).
 * Every optimizer passes the property checks of :mod:`optim_fn.testing` (structure and
   dtypes, no retrace, jit == eager, zero gradients, hyperparameters as data).
-* Every optimizer runs on bfloat16 params, and on complex params or refuses them at
-  ``init`` with the reason. Complex support is checked twice: complex params on the real
-  axis give the float32 numbers, and rotating params and gradients by a phase rotates
-  the updates by it (which ``g**2`` in place of ``|g|^2`` would break).
-* Rules that need each leaf's shape refuse flat mode; elementwise ones give tree mode's
-  numbers on a FlatTree.
+* Every optimizer runs on bfloat16 params, and on complex params (those that refuse them
+  at ``init`` are checked for every catalogue row in ``tests/test_catalogue.py``).
+  Complex support is checked twice: complex params on the real axis give the float32
+  numbers, and rotating params and gradients by a phase rotates the updates by it (which
+  ``g**2`` in place of ``|g|^2`` would break).
+* Elementwise rules give tree mode's numbers on a FlatTree (the refusals of the rules that
+  need each leaf: ``tests/test_catalogue.py``, every row with ``flat=False``).
 * Bad construction arguments raise ValueError naming the argument.
 """
 
@@ -81,25 +82,24 @@ class Entry(NamedTuple):
     # raises TypeError; "supported": runs on complex params (random, so not equivariant).
     complex_mode: str = "equivariant"
     zero_grad: str | None = "zero"
-    per_leaf: bool = False  # needs each leaf's own shape: refuses flat mode
     complex_tolerance: float = 2e-5
 
 
 FAMILY = [
     Entry("adabelief", lambda: optim_fn.adabelief(1e-2)),
-    Entry("adafactor", lambda: optim_fn.adafactor(1e-2, min_dim_size_to_factor=2), per_leaf=True),
+    Entry("adafactor", lambda: optim_fn.adafactor(1e-2, min_dim_size_to_factor=2)),
     Entry("adamax", lambda: optim_fn.adamax(1e-2)),
     Entry("adamaxw", lambda: optim_fn.adamaxw(1e-2), zero_grad=None),
     Entry("adan", lambda: optim_fn.adan(1e-2)),
     Entry("amsgrad", lambda: optim_fn.amsgrad(1e-2)),
-    Entry("fromage", lambda: optim_fn.fromage(1e-2), zero_grad=None, per_leaf=True),
-    Entry("lamb", lambda: optim_fn.lamb(1e-2), per_leaf=True),
-    Entry("lars", lambda: optim_fn.lars(0.5), per_leaf=True),
+    Entry("fromage", lambda: optim_fn.fromage(1e-2), zero_grad=None),
+    Entry("lamb", lambda: optim_fn.lamb(1e-2)),
+    Entry("lars", lambda: optim_fn.lars(0.5)),
     Entry("lion", lambda: optim_fn.lion(1e-3), zero_grad=None),
     Entry("nadam", lambda: optim_fn.nadam(1e-2)),
     Entry("nadamw", lambda: optim_fn.nadamw(1e-2), zero_grad=None),
     Entry("noisy_sgd", lambda: optim_fn.noisy_sgd(1e-2), complex_mode="supported", zero_grad=None),
-    Entry("novograd", lambda: optim_fn.novograd(1e-2), per_leaf=True),
+    Entry("novograd", lambda: optim_fn.novograd(1e-2)),
     Entry("optimistic_gradient_descent", lambda: optim_fn.optimistic_gradient_descent(1e-2)),
     Entry("optimistic_adam_v2", lambda: optim_fn.optimistic_adam_v2(1e-2)),
     Entry("polyak_sgd", lambda: optim_fn.polyak_sgd(), value_of),
@@ -107,7 +107,7 @@ FAMILY = [
     Entry("rprop", lambda: optim_fn.rprop(1e-2), complex_mode="refused"),
     Entry("sign_sgd", lambda: optim_fn.sign_sgd(1e-2)),
     Entry("signum", lambda: optim_fn.signum(1e-2)),
-    Entry("sm3", lambda: optim_fn.sm3(1e-2), per_leaf=True),
+    Entry("sm3", lambda: optim_fn.sm3(1e-2)),
     # Yogi's moments start at 1e-6, a real number the phase does not rotate.
     # (And they make the first update non-zero for zero gradients.)
     Entry("yogi", lambda: optim_fn.yogi(1e-2), zero_grad=None, complex_tolerance=1e-3),
@@ -127,7 +127,6 @@ FAMILY = [
         lambda: optim_fn.chain(per_example_copies(), contrib.dpsgd(1e-2, 1.0, 0.01, 0, 0.9)),
         complex_mode="supported",
         zero_grad=None,
-        per_leaf=True,
     ),
     # p_1 = (1-c) x0 + c p_0 with x0 = p_0 rounds to within an ulp of p_0.
     # Adam's moments outlive a projector refresh (step 3 here), and an SVD fixes singular
@@ -137,13 +136,12 @@ FAMILY = [
         "galore",
         lambda: contrib.galore(1e-2, rank=2, update_proj_gap=2),
         complex_mode="supported",
-        per_leaf=True,
     ),
     Entry("madgrad", lambda: contrib.madgrad(1e-2), zero_grad=None),
     Entry("mechanize", lambda: contrib.mechanize(optim_fn.adam(1.0), s_init=0.1)),
     Entry("momo", lambda: contrib.momo(), value_of),
     Entry("momo_adam", lambda: contrib.momo_adam(), value_of),
-    Entry("muon", lambda: contrib.muon(1e-2), per_leaf=True),
+    Entry("muon", lambda: contrib.muon(1e-2)),
     Entry("prodigy", lambda: contrib.prodigy()),
     Entry(
         "sam",
@@ -171,7 +169,6 @@ FAMILY = [
         "soap",
         lambda: contrib.soap(1e-2, weight_decay=0.0, precondition_frequency=2),
         complex_mode="refused",
-        per_leaf=True,
     ),
     Entry(
         "sophia",
@@ -334,22 +331,9 @@ def test_complex_updates_rotate_with_the_params_and_gradients(full_precision_mat
         assert np.max(np.abs(v - phase * u)) <= bound, entry.name
 
 
-@pytest.mark.parametrize("name", [e.name for e in FAMILY if e.complex_mode == "refused"])
-def test_complex_params_are_refused_with_the_reason(name):
-    params = {"w": jnp.ones((2, 2), jnp.complex64)}
-    with pytest.raises(TypeError, match=r"does not support complex params: .+\. Optimize"):
-        BY_NAME[name].make().init(params)
-
-
 # ----------------------------------------------------------------------------------------
-# Flat mode.
-
-
-@pytest.mark.parametrize("name", [e.name for e in FAMILY if e.per_leaf])
-def test_per_leaf_rules_refuse_flat_mode(name):
-    packed = flat.ravel({"w": jnp.ones((3, 2)), "b": jnp.ones(2)})
-    with pytest.raises(ValueError, match="does not work in flat mode"):
-        BY_NAME[name].make().init(packed)
+# Flat mode (rules that need each leaf refuse it: tests/test_catalogue.py checks that for
+# every catalogue row with flat=False).
 
 
 def test_elementwise_rules_give_tree_numbers_in_flat_mode():
