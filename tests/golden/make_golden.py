@@ -28,6 +28,10 @@ Usage, from the root of the checkout whose code is to be frozen::
     PYTHONPATH=$PWD python tests/golden/make_golden.py            # every row
     PYTHONPATH=$PWD python tests/golden/make_golden.py adam lamb  # some rows (merged)
 
+Writing some rows (a new row's first files, or a row whose change is intended) leaves
+the other rows' files and MANIFEST.json's top-level ``code_commit`` and ``environment``
+(those of the last full run) as they are; each row written records its own.
+
 The script writes next to itself (``--out DIR`` elsewhere) and prints which optim_fn it
 froze: check that it is the intended checkout. Runs on the CPU, in float32, about a
 minute.
@@ -134,6 +138,21 @@ def code_commit():
     return found.stdout.strip() + (" (optim_fn/ modified)" if dirty else "")
 
 
+def environment():
+    return {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "system": platform.system(),
+        "processor": platform.processor(),
+        "jax": jax.__version__,
+        "jaxlib": jaxlib.__version__,
+        "flax": flax.__version__,
+        "orbax-checkpoint": ocp.__version__ if hasattr(ocp, "__version__") else "?",
+        "numpy": np.__version__,
+        "backend": jax.default_backend(),
+    }
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("names", nargs="*", help="rows to (re)write; default: all")
@@ -146,27 +165,21 @@ def main(argv=None):
         (out / sub).mkdir(parents=True, exist_ok=True)
     manifest_path = out / "MANIFEST.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    # Some rows into an existing set: the top level keeps naming the full run's code.
+    merged = bool(args.names) and "code_commit" in manifest
     rows_info = manifest.get("rows", {}) if args.names else {}
+    made_with = {"code_commit": code_commit(), "environment": environment()}
     with ocp.StandardCheckpointer() as checkpointer:
         for entry in rows:
-            rows_info[entry.name] = write_row(entry, out, checkpointer)
+            info = write_row(entry, out, checkpointer)
+            rows_info[entry.name] = {**info, **made_with} if merged else info
             print(f"  {entry.name}", flush=True)
+    top = {key: manifest[key] for key in made_with} if merged else made_with
     manifest = {
         "made_by": "tests/golden/make_golden.py",
-        "code_commit": code_commit(),
+        "code_commit": top["code_commit"],
         "steps": {"saved_after": SAVE_AT, "total": STEPS},
-        "environment": {
-            "python": platform.python_version(),
-            "machine": platform.machine(),
-            "system": platform.system(),
-            "processor": platform.processor(),
-            "jax": jax.__version__,
-            "jaxlib": jaxlib.__version__,
-            "flax": flax.__version__,
-            "orbax-checkpoint": ocp.__version__ if hasattr(ocp, "__version__") else "?",
-            "numpy": np.__version__,
-            "backend": jax.default_backend(),
-        },
+        "environment": top["environment"],
         "rows": dict(sorted(rows_info.items())),
     }
     manifest_path.write_text(json.dumps(manifest, indent=1) + "\n")
