@@ -734,6 +734,12 @@ CATALOGUE: tuple[Entry, ...] = (
           None, "torch.optim.AdamW",
           whole_leaf=False, whole_tree=False, flat=False, complex=True, needs_params=True,
           kind="wrapper"),
+    # --- LaProp (no optax or torch.optim twin; tests/test_laprop.py checks it)
+    Entry("laprop",
+          lambda: optim_fn.laprop(inverse_time, b1=0.8, b2=0.99, weight_decay=0.1,
+                                  mask=is_matrix),
+          None, None,
+          whole_leaf=False, whole_tree=False, flat=True, complex=True, needs_params=True),
 )
 
 BY_NAME: dict[str, Entry] = {entry.name: entry for entry in CATALOGUE}

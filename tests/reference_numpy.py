@@ -1,4 +1,4 @@
-"""Independent NumPy transcriptions of the seed optimizers, written from the papers' formulas.
+"""Independent NumPy transcriptions of the seed optimizers and LaProp, from the papers' formulas.
 
 Each optimizer is a small class holding its state as NumPy arrays (float64, or complex128
 for complex params) in dicts keyed like the params. ``step(grads, params)`` advances one
@@ -260,6 +260,79 @@ class Adam(Reference):
             if self.mask is None or self.mask[k]:
                 direction = direction + wd * params[k]
             out[k] = -lr * direction
+        return out
+
+
+class LaProp(Reference):
+    """Ziyin, Wang & Ueda (2020, arXiv:2002.04839), Algorithm 1, in the paper's names:
+    momentum ``mu`` (b1), adaptivity ``nu`` (b2), ``eps``, learning rate ``lambda_t``.
+
+    ``lr_in_momentum=True`` (the default) is the authors' code (``laprop.py`` of
+    github.com/Z-T-WANG/LaProp-Optimizer; its README, "Additional Details compared with
+    the Paper"): the learning rate is part of the momentum, and the momentum's bias
+    correction is the same running average of the learning rates. ``False`` is the
+    paper's line as printed (learning rate outside the momentum). Per step ``t``::
+
+        c_n <- nu c_n + (1 - nu)                        (1 - nu^t for a constant nu)
+        n_t  = nu n_{t-1} + (1 - nu) |g_t|^2
+        s_t  = g_t / (sqrt(n_t / c_n) + eps)            the normalised gradient
+        authors:  c_m <- mu c_m + (1 - mu) lambda_t
+                  m_t  = mu m_{t-1} + (1 - mu) lambda_t s_t
+                  x_t  = x_{t-1} - (lambda_t / c_m) m_t    (lambda_t / c_m := 1 if lambda_t = 0)
+        paper:    c_m <- mu c_m + (1 - mu)              (1 - mu^t)
+                  m_t  = mu m_{t-1} + (1 - mu) s_t
+                  x_t  = x_{t-1} - lambda_t m_t / c_m
+
+    (``c_n = c_m = 0``, ``n_0 = m_0 = 0``; ``mu``, ``nu`` may be functions of the step
+    count, read at each step as the authors do.) ``weight_decay`` adds AdamW's decoupled
+    ``- lambda_t wd x_{t-1}`` on the masked leaves (the authors' fairseq version; their
+    ``laprop.py`` multiplies by ``1 - wd`` after the step instead).
+    """
+
+    def __init__(
+        self,
+        learning_rate,
+        mu=0.9,
+        nu=0.999,
+        eps=1e-15,
+        weight_decay=0.0,
+        mask=None,
+        lr_in_momentum=True,
+    ):
+        self.learning_rate = learning_rate
+        self.mu, self.nu, self.eps = mu, nu, eps
+        self.weight_decay = weight_decay
+        self.mask = mask
+        self.lr_in_momentum = lr_in_momentum
+
+    def init(self, params):
+        super().init(params)
+        self.m = zeros_like(params)
+        self.n = {k: np.zeros(np.shape(p)) for k, p in params.items()}
+        self.c_m = 0.0
+        self.c_n = 0.0
+
+    def _step(self, t, grads, params):
+        lam = value_at(self.learning_rate, t - 1)
+        wd = value_at(self.weight_decay, t - 1)
+        mu, nu = value_at(self.mu, t - 1), value_at(self.nu, t - 1)
+        self.c_n = nu * self.c_n + (1 - nu)
+        weight = lam if self.lr_in_momentum else 1.0
+        self.c_m = mu * self.c_m + (1 - mu) * weight
+        if not self.lr_in_momentum:
+            step_size = lam / self.c_m
+        elif lam != 0:
+            step_size = lam / self.c_m
+        else:
+            step_size = 1.0
+        out = {}
+        for k, g in grads.items():
+            self.n[k] = nu * self.n[k] + (1 - nu) * abs_sq(g)
+            s = g / (np.sqrt(self.n[k] / self.c_n) + self.eps)
+            self.m[k] = mu * self.m[k] + (1 - mu) * weight * s
+            out[k] = -step_size * self.m[k]
+            if self.mask is None or self.mask[k]:
+                out[k] = out[k] - lam * wd * params[k]
         return out
 
 

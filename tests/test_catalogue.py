@@ -125,7 +125,7 @@ KNOWN_UNNAMED_NEEDS_PARAMS = {
         ["adamw", "adadelta", "adamaxw", "adan", "nadamw", "lion", "lamb", "lars",
          "partition", "contrib.acprop", "contrib.ademamix", "contrib.simplified_ademamix",
          "contrib.cocob", "contrib.dog", "contrib.dowg", "contrib.galore",
-         "contrib.madgrad", "contrib.muon"],
+         "contrib.madgrad", "contrib.muon", "laprop"],
         "names add_decayed_weights",
     ),
     "fromage": "names scale_by_trust_ratio",

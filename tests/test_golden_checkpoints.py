@@ -228,6 +228,7 @@ NOT_OPTIMIZERS = {
         "PartitionState ReduceLROnPlateauState ScaleByAdadeltaState ScaleByAdamState "
         "ScaleByAdamaxState ScaleByAdanState ScaleByAmsgradState "
         "ScaleByBacktrackingLinesearchState ScaleByBeliefState ScaleByLBFGSState "
+        "ScaleByLapropState "
         "ScaleByLearningRateState ScaleByLionState ScaleByNovogradState "
         "ScaleByOptimisticGradientState ScaleByParamBlockNormState ScaleByParamBlockRmsState "
         "ScaleByPolyakState ScaleByRAdamState ScaleByRmsState ScaleByRpropState ScaleByRssState "
@@ -235,7 +236,8 @@ NOT_OPTIMIZERS = {
         "ScaleByYogiState ScaleByZoomLinesearchState ScaleState TraceState "
         # building blocks (scale_by_* and other single transforms the optimizers chain)
         "scale_by_adadelta scale_by_adam scale_by_adamax scale_by_adan scale_by_amsgrad "
-        "scale_by_backtracking_linesearch scale_by_belief scale_by_factored_rms scale_by_lbfgs "
+        "scale_by_backtracking_linesearch scale_by_belief scale_by_factored_rms scale_by_laprop "
+        "scale_by_lbfgs "
         "scale_by_learning_rate scale_by_lion scale_by_novograd scale_by_optimistic_gradient "
         "scale_by_param_block_norm scale_by_param_block_rms scale_by_polyak scale_by_radam "
         "scale_by_rms scale_by_rprop scale_by_rss scale_by_sign scale_by_sm3 scale_by_stddev "

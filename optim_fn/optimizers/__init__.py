@@ -61,6 +61,7 @@ from optim_fn.optimizers.factored import (
     scale_by_sm3,
     sm3,
 )
+from optim_fn.optimizers.laprop import ScaleByLapropState, laprop, scale_by_laprop
 from optim_fn.optimizers.layerwise import (
     FromageStepState,
     ScaleByNovogradState,
@@ -123,6 +124,7 @@ __all__ = [
     "ScaleByAmsgradState",
     "ScaleByBeliefState",
     "ScaleByLBFGSState",
+    "ScaleByLapropState",
     "ScaleByLearningRateState",
     "ScaleByLionState",
     "ScaleByNovogradState",
@@ -154,6 +156,7 @@ __all__ = [
     "amsgrad",
     "fromage",
     "lamb",
+    "laprop",
     "lars",
     "lbfgs",
     "lion",
@@ -175,6 +178,7 @@ __all__ = [
     "scale_by_amsgrad",
     "scale_by_belief",
     "scale_by_factored_rms",
+    "scale_by_laprop",
     "scale_by_lbfgs",
     "scale_by_learning_rate",
     "scale_by_lion",

@@ -35,6 +35,7 @@ from optim_fn.rules.classic import (
     trace,
 )
 from optim_fn.rules.factored import factored_rms, sm3
+from optim_fn.rules.laprop import laprop, laprop_corrections
 from optim_fn.rules.layerwise import (
     fromage_step,
     novograd,
@@ -67,6 +68,8 @@ __all__ = [
     "ema",
     "factored_rms",
     "fromage_step",
+    "laprop",
+    "laprop_corrections",
     "lion",
     "novograd",
     "optimistic_gradient",
