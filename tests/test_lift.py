@@ -115,7 +115,7 @@ def test_muon_batches_its_matrices_and_keeps_the_numbers():
         rng = np.random.default_rng(2)
         params = _tree(4, rng)
         del params["vector"]
-        muon = optim_fn.contrib.scale_by_muon(ns_steps=3)
+        muon = optim_fn.contrib.scale_by_muon(ns_steps=3, batch_by_shape=True)
         more = {k: v for k, v in _tree(8, rng).items() if v.ndim == 2}
         dots = _count_primitive(muon, params, "dot_general")
         dots_more = _count_primitive(muon, {**params, **more}, "dot_general")
@@ -124,7 +124,8 @@ def test_muon_batches_its_matrices_and_keeps_the_numbers():
         for k_step, updates in enumerate(ours):
             for key, p in params.items():
                 # each leaf alone, the same transform: batching must not change a number
-                alone, _ = _run(optim_fn.contrib.scale_by_muon(ns_steps=3), {key: p}, k_step + 1)
+                alone_muon = optim_fn.contrib.scale_by_muon(ns_steps=3, batch_by_shape=False)
+                alone, _ = _run(alone_muon, {key: p}, k_step + 1)
                 np.testing.assert_allclose(updates[key], alone[-1][key], rtol=1e-12, atol=1e-14)
     finally:
         jax.config.update("jax_enable_x64", False)
@@ -139,7 +140,7 @@ def test_leaf_keywords_split_batches():
         "a": optim_fn.contrib.MuonDimensionNumbers(reduction_axis=1, output_axis=2),
         "b": optim_fn.contrib.MuonDimensionNumbers(reduction_axis=[2], output_axis=[0]),
     }
-    muon = optim_fn.contrib.scale_by_muon(weight_dimension_numbers=dims)
+    muon = optim_fn.contrib.scale_by_muon(weight_dimension_numbers=dims, batch_by_shape=True)
     updates, _ = _run(muon, params, steps=1)
     for key in params:
         alone = optim_fn.contrib.scale_by_muon(weight_dimension_numbers={key: dims[key]})

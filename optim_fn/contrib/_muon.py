@@ -256,6 +256,7 @@ def scale_by_muon(
     adaptive: bool = False,
     preconditioning: Literal["frobenius", "spectral", "aol", "schatten"] = "frobenius",
     weight_dimension_numbers: Any = None,
+    batch_by_shape: bool | None = None,
 ) -> GradientTransformationExtraArgs:
     """Muon's direction: the orthogonalized (Nesterov) momentum of each matrix.
 
@@ -269,6 +270,9 @@ def scale_by_muon(
     :math:`\\mathrm{Re}\\langle \\hat m_t, u_t\\rangle` (Zhao et al.'s AdaMuon-style
     scale). ``weight_dimension_numbers``: None (every leaf a matrix), or a tree (or a
     function of the params returning one) of :class:`MuonDimensionNumbers`.
+    ``batch_by_shape``: orthogonalize the matrices of one shape in one batched call
+    (True), leaf by leaf (False), or batched on accelerators only (None, the default:
+    on the CPU batching trades a third less compile time for a third slower steps).
     """
     where = "scale_by_muon"
     if isinstance(ns_steps, bool) or not isinstance(ns_steps, int) or ns_steps < 1:
@@ -302,7 +306,7 @@ def scale_by_muon(
         constants={"ns_coeffs": lambda params: jnp.asarray(coeffs, hp.storage_dtype(params))},
         name=where,
         flat_reason="it orthogonalizes each leaf as a matrix",
-        batch_by_shape=True,
+        batch_by_shape=batch_by_shape,
     )
 
 
@@ -361,6 +365,7 @@ def muon(
     adam_learning_rate: ScalarOrSchedule | None = None,
     muon_weight_dimension_numbers: Any = None,
     consistent_rms: float | None = None,
+    batch_by_shape: bool | None = None,
 ) -> GradientTransformationExtraArgs:
     """Muon for the matrices, AdamW for everything else.
 
@@ -377,7 +382,8 @@ def muon(
     ``beta=0.95``, ``nesterov=True``. Reference: Jordan et al., "Muon: An optimizer for
     hidden layers in neural networks" (2024). A 2-d ``ns_coeffs`` needs at least
     ``ns_steps`` rows and uses the last ``ns_steps``. PyTorch: ``torch.optim.Muon`` (2.9+)
-    runs Newton-Schulz in bfloat16. Not in flat mode.
+    runs Newton-Schulz in bfloat16. Not in flat mode. ``batch_by_shape``: as in
+    :func:`scale_by_muon` (default: batched on accelerators, leaf by leaf on the CPU).
     """
     check.check_learning_rate("muon", learning_rate)
     if adam_learning_rate is None:
@@ -413,6 +419,7 @@ def muon(
             adaptive=adaptive,
             preconditioning=preconditioning,
             weight_dimension_numbers=spec,
+            batch_by_shape=batch_by_shape,
         ),
         scale_by_shape(spec, consistent_rms),
         classic.add_decayed_weights(weight_decay, weight_decay_mask),

@@ -148,7 +148,7 @@ def rule_transform(
     name: str,
     flat_reason: str | None = None,
     complex_reason: str | None = None,
-    batch_by_shape: bool = False,
+    batch_by_shape: bool | None = False,
     leaf_keywords: Callable[[Any], list[dict]] | None = None,
     constants: Mapping[str, Callable[[Any], Any]] | None = None,
     init_state: Callable[[Any], tuple] | None = None,
@@ -177,10 +177,11 @@ def rule_transform(
       flat_reason: whole-leaf rules: why the rule cannot run on a flat buffer.
       complex_reason: if given, complex params are refused at ``init`` with this reason.
       batch_by_shape: whole-leaf rules: batch the leaves of one shape and dtype into one
-        vmapped call. Worth it where the rule is heavy (Muon's Newton-Schulz matmuls:
-        fewer, larger kernels); for cheap rules (norms, factored means) XLA compiles and
-        runs the per-leaf form faster on the CPU, because stacking and unstacking cost
-        a copy of the leaves and one kernel per slice (``benchmarks/matrix_lifter.py``).
+        vmapped call; None: batch on accelerators, not on the CPU. Measured on the CPU
+        (``benchmarks/matrix_lifter.py``, 24 transformer layers): batching cuts Muon's
+        compile time by a third but makes its step a third slower (stacking and
+        unstacking copy every leaf, and the CPU gains nothing from fewer, larger
+        kernels); for cheap rules (norms, factored means) it costs compile time too.
       leaf_keywords: whole-leaf rules: ``leaf_keywords(grads) -> [dict, ...]``, static
         (hashable) keywords for each leaf, in leaf order (e.g. which axes are a matrix's
         rows); leaves batch together only when theirs are equal.
@@ -341,7 +342,10 @@ def rule_transform(
         ]
         if whole_leaf:
             own = leaf_keywords(grads) if leaf_keywords else [{} for _ in arguments]
-            results = _apply_whole_leaf(rule, arguments, own, keywords, batch_by_shape)
+            batch = batch_by_shape
+            if batch is None:
+                batch = jax.default_backend() != "cpu"
+            results = _apply_whole_leaf(rule, arguments, own, keywords, batch)
         else:
             results = [
                 rule(grad, *values, **({"param": param} if with_params else {}), **keywords)
