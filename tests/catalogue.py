@@ -2,8 +2,11 @@
 
 Each :class:`Entry` row names one public optimizer (or stateful wrapper) and builds it
 with a fixed, representative configuration (non-default options where that is cheap).
-The parity, property, dtype, fuzz, flat-mode, sharding and checkpoint tests are
-parametrised from :data:`CATALOGUE`; ``tests/test_golden_checkpoints.py`` checks that it
+The golden-checkpoint tests (``tests/test_golden_checkpoints.py``) and the per-row
+property, bf16, flat-mode, complex, needs-params and optax-parity checks
+(``tests/test_catalogue.py``) are parametrised from :data:`CATALOGUE`; the option sweeps
+of the older parity, fuzz and sharding files keep their own tables. The coverage test in
+``tests/test_golden_checkpoints.py`` checks that it
 covers every optimizer in ``optim_fn.__all__``, ``optim_fn.contrib.__all__`` and
 ``optim_fn.torch.__all__``.
 
@@ -699,7 +702,8 @@ CATALOGUE: tuple[Entry, ...] = (
           whole_leaf=False, whole_tree=False, flat=True, complex=True, needs_params=False,
           optax_differs="optax's Rprop lags a step (docs/differences.md); checked "
           "against torch in tests/test_torch_optimizers.py"),
-    # On a FlatTree it runs but factors the 1-d buffer, not the leaves: other numbers.
+    # Factors each leaf's last two axes: refuses a FlatTree (it used to run on one and
+    # factor the buffer instead).
     Entry("torch.Adafactor", lambda: optim_fn.torch.Adafactor(lr=1e-2, weight_decay=0.01),
           "optax.adafactor", "torch.optim.Adafactor",
           whole_leaf=True, whole_tree=False, flat=False, complex=False, needs_params=True,
