@@ -119,20 +119,12 @@ KNOWN_COMPLEX_REFUSALS = {
     "torch.LBFGS": "accepts complex params at init; update then fails with "
     "TypeError: float() argument must be ... not 'complex'",
 }
-# needs_params rows whose ValueError names a building block, not the optimizer.
+# needs_params rows whose ValueError names another optimizer than the row (a combinator);
+# the blocks of an optimizer name it ("adamw: add_decayed_weights needs the params").
 KNOWN_UNNAMED_NEEDS_PARAMS = {
-    **dict.fromkeys(
-        ["adamw", "adadelta", "adamaxw", "adan", "nadamw", "lion", "lamb", "lars",
-         "partition", "contrib.acprop", "contrib.ademamix", "contrib.simplified_ademamix",
-         "contrib.cocob", "contrib.dog", "contrib.dowg", "contrib.galore",
-         "contrib.madgrad", "contrib.muon", "laprop"],
-        "names add_decayed_weights",
-    ),
-    "fromage": "names scale_by_trust_ratio",
-    "adafactor": "names scale_by_param_block_rms",
-    "contrib.schedule_free_adamw": "names schedule_free",
-    "contrib.schedule_free_sgd": "names schedule_free",
-    "torch.param_groups": "names AdamW (the optimizer of a group)",
+    # combinators of optimizers: the error names the group's optimizer that needs them
+    "partition": "names the group's optimizer (adamw)",
+    "torch.param_groups": "names the group's optimizer (AdamW)",
 }  # fmt: skip
 # Property checks that fail on a row, and why.
 KNOWN_PROPERTY_FAILURES = {

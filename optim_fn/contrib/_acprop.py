@@ -7,12 +7,14 @@ from typing import Any
 from optim_fn.core import validation as check
 from optim_fn.core.base import GradientTransformationExtraArgs, ScalarOrSchedule
 from optim_fn.core.lift import Slot, rule_transform
+from optim_fn.core.validation import checks_once
 from optim_fn.optimizers import classic
 from optim_fn.optimizers.adam_variants import ScaleByBeliefState
 from optim_fn.rules import adam_variants as rules
 from optim_fn.transforms._combine import chain
 
 
+@checks_once
 def scale_by_acprop(
     b1: ScalarOrSchedule = 0.9,
     b2: ScalarOrSchedule = 0.999,
@@ -48,6 +50,7 @@ def scale_by_acprop(
     )
 
 
+@checks_once
 def acprop(
     learning_rate: ScalarOrSchedule,
     b1: ScalarOrSchedule = 0.9,

@@ -8,6 +8,7 @@ from optim_fn.core import validation as check
 from optim_fn.core.base import Array, GradientTransformationExtraArgs, ScalarOrSchedule, Updates
 from optim_fn.core.hyperparams import Hyperparams
 from optim_fn.core.lift import Slot, rule_transform
+from optim_fn.core.validation import checks_once
 from optim_fn.optimizers import classic
 from optim_fn.rules import adam_variants as rules
 from optim_fn.transforms._combine import chain
@@ -28,6 +29,7 @@ class ScaleBySimplifiedAdEMAMixState(NamedTuple):
     hyperparams: Hyperparams
 
 
+@checks_once
 def scale_by_ademamix(
     b1: ScalarOrSchedule = 0.9,
     b2: ScalarOrSchedule = 0.999,
@@ -73,6 +75,7 @@ def scale_by_ademamix(
     )
 
 
+@checks_once
 def ademamix(
     learning_rate: ScalarOrSchedule,
     b1: ScalarOrSchedule = 0.9,
@@ -105,6 +108,7 @@ def ademamix(
     )
 
 
+@checks_once
 def scale_by_simplified_ademamix(
     b1: ScalarOrSchedule = 0.99,
     b2: ScalarOrSchedule = 0.95,
@@ -134,6 +138,7 @@ def scale_by_simplified_ademamix(
     )
 
 
+@checks_once
 def simplified_ademamix(
     learning_rate: ScalarOrSchedule,
     b1: ScalarOrSchedule = 0.99,

@@ -9,6 +9,7 @@ from optim_fn.core import validation as check
 from optim_fn.core.base import Array, GradientTransformationExtraArgs, ScalarOrSchedule, Updates
 from optim_fn.core.hyperparams import Hyperparams
 from optim_fn.core.lift import Slot, rule_transform
+from optim_fn.core.validation import checks_once
 from optim_fn.optimizers import classic
 from optim_fn.rules import adam_variants as rules
 from optim_fn.transforms._combine import chain
@@ -25,6 +26,7 @@ def _quartic_root(count: Array) -> Array:
     return count**0.25
 
 
+@checks_once
 def scale_by_adopt(
     b1: ScalarOrSchedule = 0.9,
     b2: ScalarOrSchedule = 0.9999,
@@ -69,6 +71,7 @@ def scale_by_adopt(
     )
 
 
+@checks_once
 def adopt(
     learning_rate: ScalarOrSchedule,
     b1: ScalarOrSchedule = 0.9,

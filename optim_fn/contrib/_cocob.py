@@ -12,6 +12,7 @@ from optim_fn.core import validation as check
 from optim_fn.core.base import Array, GradientTransformationExtraArgs, ScalarOrSchedule, Updates
 from optim_fn.core.hyperparams import Hyperparams
 from optim_fn.core.lift import Slot, refuse_complex, rule_transform
+from optim_fn.core.validation import checks_once
 from optim_fn.optimizers import classic
 from optim_fn.transforms._combine import chain
 
@@ -54,6 +55,7 @@ def cocob_rule(
     return update, init_particles, cumulative_gradients, scale, subgradients, reward
 
 
+@checks_once
 def scale_by_cocob(
     alpha: ScalarOrSchedule = 100.0, eps: float = 1e-8
 ) -> GradientTransformationExtraArgs:
@@ -97,6 +99,7 @@ def scale_by_cocob(
     return GradientTransformationExtraArgs(init, transform.update)
 
 
+@checks_once
 def cocob(
     learning_rate: ScalarOrSchedule = 1.0,
     alpha: ScalarOrSchedule = 100.0,

@@ -13,6 +13,7 @@ from optim_fn.core.base import (
     compiled_when_eager,
     with_extra_args,
 )
+from optim_fn.core.validation import checks_once
 
 
 class SplitRealAndImaginaryArrays(NamedTuple):
@@ -44,6 +45,7 @@ def _is_pair(x: Any) -> bool:
     return isinstance(x, SplitRealAndImaginaryArrays)
 
 
+@checks_once
 def split_real_and_imaginary(
     inner: GradientTransformation,
 ) -> GradientTransformationExtraArgs:

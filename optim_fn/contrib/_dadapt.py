@@ -18,6 +18,7 @@ from optim_fn.core.base import (
 )
 from optim_fn.core.hyperparams import Hyperparams
 from optim_fn.core.lift import rule_transform
+from optim_fn.core.validation import checks_once
 from optim_fn.rules.classic import abs_sq
 from optim_fn.tree._structure import tree_full_like
 
@@ -144,6 +145,7 @@ def _prodigy_rule(
     return new_updates, new_exp_avg, new_exp_avg_sq, new_grad_sum, new_estim_lr, numerator
 
 
+@checks_once
 def dadapt_adamw(
     learning_rate: ScalarOrSchedule = 1.0,
     betas: tuple = (0.9, 0.999),
@@ -205,6 +207,7 @@ def dadapt_adamw(
     )
 
 
+@checks_once
 def prodigy(
     learning_rate: ScalarOrSchedule = 1.0,
     betas: tuple = (0.9, 0.999),

@@ -19,6 +19,7 @@ from optim_fn.core.base import (
 )
 from optim_fn.core.hyperparams import Hyperparams
 from optim_fn.core.lift import rule_transform
+from optim_fn.core.validation import checks_once
 from optim_fn.optimizers import classic
 from optim_fn.transforms._combine import chain
 
@@ -79,6 +80,7 @@ def _dowg_rule(
     return _scaled(updates, step), weighted, estim_sq_dist, fresh_value(step, learning_rate)
 
 
+@checks_once
 def scale_by_dog(
     init_step: tuple[Literal["distance", "learning_rate", "heuristic"], float],
     eps: ScalarOrSchedule = 1e-8,
@@ -130,6 +132,7 @@ def scale_by_dog(
     )
 
 
+@checks_once
 def dog(
     learning_rate: ScalarOrSchedule = 1.0,
     init_step: tuple[str, float] = ("heuristic", 1e-6),
@@ -161,6 +164,7 @@ def dog(
     )
 
 
+@checks_once
 def scale_by_dowg(
     init_estim_sq_dist: float | None = None, eps: ScalarOrSchedule = 1e-4
 ) -> GradientTransformationExtraArgs:
@@ -199,6 +203,7 @@ def scale_by_dowg(
     )
 
 
+@checks_once
 def dowg(
     learning_rate: ScalarOrSchedule = 1.0,
     init_estim_sq_dist: float | None = None,

@@ -27,6 +27,7 @@ from optim_fn.core.base import (
 )
 from optim_fn.core.hyperparams import Hyperparams
 from optim_fn.core.lift import rule_transform
+from optim_fn.core.validation import checks_once
 from optim_fn.flat._ravel import check_not_flat
 from optim_fn.optimizers import classic
 from optim_fn.transforms._combine import chain
@@ -197,6 +198,7 @@ def _galore_rule(
     return treedef.unflatten(full), base_state, treedef.unflatten(projectors)
 
 
+@checks_once
 def scale_by_galore(
     rank: int = 128,
     update_proj_gap: int = 200,
@@ -298,6 +300,7 @@ def scale_by_galore(
     )
 
 
+@checks_once
 def galore(
     learning_rate: ScalarOrSchedule,
     rank: int = 128,

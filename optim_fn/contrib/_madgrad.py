@@ -11,6 +11,7 @@ from optim_fn.core import validation as check
 from optim_fn.core.base import Array, GradientTransformationExtraArgs, ScalarOrSchedule, Updates
 from optim_fn.core.hyperparams import Hyperparams
 from optim_fn.core.lift import Slot, rule_transform
+from optim_fn.core.validation import checks_once
 from optim_fn.optimizers import classic
 from optim_fn.rules.classic import abs_sq
 from optim_fn.transforms._combine import chain
@@ -51,6 +52,7 @@ def madgrad_rule(
     return new_param - param, grad_sum_sq, s, x0
 
 
+@checks_once
 def scale_by_madgrad(
     learning_rate: ScalarOrSchedule,
     momentum: ScalarOrSchedule = 0.9,
@@ -84,6 +86,7 @@ def scale_by_madgrad(
     )
 
 
+@checks_once
 def madgrad(
     learning_rate: ScalarOrSchedule,
     momentum: ScalarOrSchedule = 0.9,

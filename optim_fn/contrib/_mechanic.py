@@ -21,6 +21,7 @@ from optim_fn.core.base import (
 )
 from optim_fn.core.hyperparams import Hyperparams
 from optim_fn.core.lift import rule_transform
+from optim_fn.core.validation import checks_once
 
 
 class MechanicState(NamedTuple):
@@ -93,6 +94,7 @@ def _mechanic_rule(
     )
 
 
+@checks_once
 def mechanize(
     base_optimizer: GradientTransformation,
     weight_decay: ScalarOrSchedule = 1e-2,

@@ -22,6 +22,7 @@ from optim_fn.core.base import (
 )
 from optim_fn.core.hyperparams import Hyperparams
 from optim_fn.core.lift import rule_transform
+from optim_fn.core.validation import checks_once
 from optim_fn.rules.classic import abs_sq
 from optim_fn.tree._structure import tree_full_like
 
@@ -138,6 +139,7 @@ def _momo_adam_rule(
     return new_updates, new_exp_avg, new_exp_avg_sq, new_barf, new_gamma, new_lb
 
 
+@checks_once
 def momo(
     learning_rate: ScalarOrSchedule = 1.0,
     beta: ScalarOrSchedule = 0.9,
@@ -181,6 +183,7 @@ def momo(
     )
 
 
+@checks_once
 def momo_adam(
     learning_rate: ScalarOrSchedule = 1e-2,
     b1: ScalarOrSchedule = 0.9,

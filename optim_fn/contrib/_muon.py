@@ -26,6 +26,7 @@ from optim_fn.core.base import (
 )
 from optim_fn.core.hyperparams import Hyperparams
 from optim_fn.core.lift import rule_transform
+from optim_fn.core.validation import checks_once
 from optim_fn.flat._ravel import check_not_flat
 from optim_fn.optimizers import classic
 from optim_fn.optimizers.classic import adamw
@@ -245,6 +246,7 @@ def _coefficients(where: str, ns_coeffs: Any, ns_steps: int) -> np.ndarray:
     return coeffs
 
 
+@checks_once
 def scale_by_muon(
     ns_coeffs: Any = _DEFAULT_NS_COEFFS,
     ns_steps: int = 5,
@@ -319,6 +321,7 @@ def _shape_rule(update, *, fan_in, fan_out, consistent_rms):
     return ((factor * update).astype(update.dtype),)
 
 
+@checks_once
 def scale_by_shape(
     weight_dimension_numbers: Any = None, consistent_rms: float | None = None
 ) -> GradientTransformationExtraArgs:
@@ -345,6 +348,7 @@ def scale_by_shape(
     )
 
 
+@checks_once
 def muon(
     learning_rate: ScalarOrSchedule,
     ns_coeffs: Any = _DEFAULT_NS_COEFFS,

@@ -23,6 +23,7 @@ from optim_fn.core.base import (
 )
 from optim_fn.core.hyperparams import Hyperparams
 from optim_fn.core.lift import rule_transform
+from optim_fn.core.validation import checks_once
 from optim_fn.flat._ravel import check_not_flat
 from optim_fn.optimizers import classic
 from optim_fn.optimizers.noisy_sgd import _as_key
@@ -79,6 +80,7 @@ def _private_aggregate_rule(updates, rng_key, *, l2_norm_clip, noise_multiplier)
     return treedef.unflatten(noised), new_key
 
 
+@checks_once
 def differentially_private_aggregate(
     l2_norm_clip: ScalarOrSchedule,
     noise_multiplier: ScalarOrSchedule,
@@ -123,6 +125,7 @@ def differentially_private_aggregate(
     )
 
 
+@checks_once
 def dpsgd(
     learning_rate: ScalarOrSchedule,
     l2_norm_clip: ScalarOrSchedule,

@@ -29,6 +29,7 @@ from optim_fn.core.base import (
     apply_updates,
     with_extra_args,
 )
+from optim_fn.core.validation import checks_once
 
 NormalizeState = EmptyState
 
@@ -40,6 +41,7 @@ class SAMState(NamedTuple):
     cache: Any
 
 
+@checks_once
 def normalize() -> GradientTransformationExtraArgs:
     """``u = g / ||g||`` with the norm over the whole tree (0 where ``g`` is 0).
 
@@ -63,6 +65,7 @@ def _pick(condition: jax.Array, if_true: Any, if_false: Any) -> Any:
     return jax.tree.map(lambda a, b: jnp.where(condition, a, b), if_true, if_false)
 
 
+@checks_once
 def sam(
     optimizer: GradientTransformation,
     adv_optimizer: GradientTransformation,

@@ -23,6 +23,7 @@ from optim_fn.core.base import (
 )
 from optim_fn.core.hyperparams import Hyperparams
 from optim_fn.core.lift import rule_transform
+from optim_fn.core.validation import checks_once
 from optim_fn.optimizers import classic
 from optim_fn.optimizers.classic import sgd
 from optim_fn.schedules._composite import warmup_constant_schedule
@@ -100,6 +101,7 @@ def _schedule_free_rule(
     return updates, weight_sum, max_lr, base_state, new_z
 
 
+@checks_once
 def schedule_free(
     base_optimizer: GradientTransformation,
     learning_rate: ScalarOrSchedule,
@@ -162,6 +164,7 @@ def _warmed_up(learning_rate: ScalarOrSchedule, warmup_steps: int | None) -> Sca
     return warmup_constant_schedule(0.0, learning_rate, warmup_steps)
 
 
+@checks_once
 def schedule_free_sgd(
     learning_rate: ScalarOrSchedule = 1.0,
     warmup_steps: int | None = None,
@@ -186,6 +189,7 @@ def schedule_free_sgd(
     return schedule_free(optimizer, learning_rate, b1, weight_lr_power, state_dtype)
 
 
+@checks_once
 def schedule_free_adamw(
     learning_rate: ScalarOrSchedule = 0.0025,
     warmup_steps: int | None = None,

@@ -27,6 +27,7 @@ from optim_fn.core import validation as check
 from optim_fn.core.base import Array, GradientTransformationExtraArgs, ScalarOrSchedule, Updates
 from optim_fn.core.hyperparams import Hyperparams
 from optim_fn.core.lift import leafwise_transform, refuse_complex, rule_transform
+from optim_fn.core.validation import checks_once
 from optim_fn.flat._ravel import check_not_flat
 from optim_fn.transforms._combine import chain
 
@@ -283,6 +284,7 @@ def _check_flag(where: str, name: str, value: Any) -> None:
         raise ValueError(f"{where}: `{name}` must be True or False, got {value!r}")
 
 
+@checks_once
 def scale_by_soap(
     b1: ScalarOrSchedule = 0.95,
     b2: ScalarOrSchedule = 0.95,
@@ -383,6 +385,7 @@ def _soap_step_rule(
     return (jnp.where(count == 1, jnp.zeros_like(update), update),)
 
 
+@checks_once
 def soap(
     learning_rate: ScalarOrSchedule = 3e-3,
     b1: ScalarOrSchedule = 0.95,

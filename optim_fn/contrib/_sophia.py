@@ -23,6 +23,7 @@ from optim_fn.core.base import (
 )
 from optim_fn.core.hyperparams import Hyperparams
 from optim_fn.core.lift import rule_transform
+from optim_fn.core.validation import checks_once
 from optim_fn.optimizers import classic
 from optim_fn.rules.classic import debias, moving_average
 from optim_fn.transforms._combine import chain
@@ -46,6 +47,7 @@ def _lowest_dtype(params: Any) -> Any:
     return min(dtypes, key=lambda d: d.itemsize) if dtypes else jnp.float32
 
 
+@checks_once
 def hutchinson_estimator_diag_hessian(
     random_seed: jax.Array | None = None,
 ) -> GradientTransformationExtraArgs:
@@ -129,6 +131,7 @@ def _sophia_rule(
     return scaled, new_mu, nu, hessian_state
 
 
+@checks_once
 def scale_by_sophia(
     b1: ScalarOrSchedule = 0.965,
     b2: ScalarOrSchedule = 0.99,
@@ -203,6 +206,7 @@ def scale_by_sophia(
     )
 
 
+@checks_once
 def sophia(
     learning_rate: ScalarOrSchedule,
     b1: ScalarOrSchedule = 0.965,

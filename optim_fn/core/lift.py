@@ -44,6 +44,7 @@ import jax
 import jax.numpy as jnp
 
 from optim_fn.core import hyperparams as hp
+from optim_fn.core import validation
 from optim_fn.core.base import (
     GradientTransformationExtraArgs,
     ScalarOrSchedule,
@@ -303,6 +304,9 @@ def rule_transform(
         }
 
     extra_names = (extra_args,) if extra_args == "*" else tuple(extra_args)
+    # A block of an optimizer names the optimizer the user called, then itself.
+    owner = validation.constructing()
+    needs_params_prefix = f"{owner}: " if owner and owner != name else ""
 
     def update(grads, state, params=None, **extra_args):
         if extra_names == ("*",):
@@ -312,8 +316,8 @@ def rule_transform(
         # A tree with no leaves (e.g. everything masked out) needs no params.
         if uses_params and params is None and jax.tree.leaves(grads):
             raise ValueError(
-                f"{name} needs the params: call `update(grads, state, params)` with the "
-                "current params"
+                f"{needs_params_prefix}{name} needs the params: call "
+                "`update(grads, state, params)` with the current params"
             )
         if whole_tree:
             hyperparams_now, count, keywords, stored = step_keywords(state)

@@ -25,6 +25,14 @@ _Function = TypeVar("_Function", bound=Callable[..., Any])
 _CHECKED: contextvars.ContextVar[set | None] = contextvars.ContextVar(
     "optim_fn_checked", default=None
 )
+_CONSTRUCTING: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "optim_fn_constructing", default=None
+)
+
+
+def constructing() -> str | None:
+    """The public constructor being called (the outermost one), for error messages."""
+    return _CONSTRUCTING.get()
 
 
 def checks_once(constructor: _Function) -> _Function:
@@ -35,9 +43,11 @@ def checks_once(constructor: _Function) -> _Function:
         if _CHECKED.get() is not None:
             return constructor(*args, **kwargs)
         token = _CHECKED.set(set())
+        name_token = _CONSTRUCTING.set(constructor.__name__)
         try:
             return constructor(*args, **kwargs)
         finally:
+            _CONSTRUCTING.reset(name_token)
             _CHECKED.reset(token)
 
     return construct  # type: ignore[return-value]
