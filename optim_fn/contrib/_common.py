@@ -8,8 +8,6 @@ import jax
 import jax.numpy as jnp
 
 from optim_fn.core.base import GradientTransformationExtraArgs
-from optim_fn.core.numerics import wide  # noqa: F401 - re-exported for the contrib modules
-from optim_fn.tree._math import tree_l1_norm, tree_norm, tree_real_vdot, tree_sq_norm  # noqa: F401
 
 
 def require_params(params: Any, who: str) -> None:

@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from optim_fn.contrib._common import copy_params, tree_l1_norm, tree_real_vdot
+from optim_fn.contrib._common import copy_params
 from optim_fn.core import hyperparams as hp
 from optim_fn.core import validation as check
 from optim_fn.core.base import (
@@ -20,6 +20,7 @@ from optim_fn.core.hyperparams import Hyperparams
 from optim_fn.core.lift import rule_transform
 from optim_fn.core.validation import checks_once
 from optim_fn.rules.classic import abs_sq
+from optim_fn.tree._math import tree_l1_norm, tree_real_vdot
 from optim_fn.tree._structure import tree_full_like
 
 

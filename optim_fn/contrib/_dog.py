@@ -7,7 +7,7 @@ from typing import Any, Literal, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from optim_fn.contrib._common import copy_params, tree_norm, tree_sq_norm
+from optim_fn.contrib._common import copy_params
 from optim_fn.core import hyperparams as hp
 from optim_fn.core import validation as check
 from optim_fn.core.base import (
@@ -22,6 +22,7 @@ from optim_fn.core.lift import rule_transform
 from optim_fn.core.validation import checks_once
 from optim_fn.optimizers import classic
 from optim_fn.transforms._combine import chain
+from optim_fn.tree._math import tree_norm, tree_sq_norm
 
 _INIT_STEP_TYPES = ("distance", "learning_rate", "heuristic")
 

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from optim_fn.contrib._common import copy_params, tree_norm, tree_real_vdot
+from optim_fn.contrib._common import copy_params
 from optim_fn.core import hyperparams as hp
 from optim_fn.core import validation as check
 from optim_fn.core.base import (
@@ -22,6 +22,7 @@ from optim_fn.core.base import (
 from optim_fn.core.hyperparams import Hyperparams
 from optim_fn.core.lift import rule_transform
 from optim_fn.core.validation import checks_once
+from optim_fn.tree._math import tree_norm, tree_real_vdot
 
 
 class MechanicState(NamedTuple):

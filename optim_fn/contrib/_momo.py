@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from optim_fn.contrib._common import require_value, tree_real_vdot
+from optim_fn.contrib._common import require_value
 from optim_fn.core import hyperparams as hp
 from optim_fn.core import validation as check
 from optim_fn.core.base import (
@@ -24,6 +24,7 @@ from optim_fn.core.hyperparams import Hyperparams
 from optim_fn.core.lift import rule_transform
 from optim_fn.core.validation import checks_once
 from optim_fn.rules.classic import abs_sq
+from optim_fn.tree._math import tree_real_vdot
 from optim_fn.tree._structure import tree_full_like
 
 # Below this squared momentum norm the step is 0: optax's threshold (float64 epsilon).

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from optim_fn.contrib._common import require_params, tree_norm
+from optim_fn.contrib._common import require_params
 from optim_fn.core.base import (
     EmptyState,
     GradientTransformation,
@@ -30,6 +30,7 @@ from optim_fn.core.base import (
     with_extra_args,
 )
 from optim_fn.core.validation import checks_once
+from optim_fn.tree._math import tree_norm
 
 NormalizeState = EmptyState
 
