@@ -160,6 +160,7 @@ from optim_fn.schedules import (
     warmup_constant_schedule,
     warmup_cosine_decay_schedule,
     warmup_exponential_decay_schedule,
+    with_multiplier,
 )
 
 # Sharded and multi-process state.
@@ -450,6 +451,7 @@ __all__ = [
     "warmup_constant_schedule",
     "warmup_cosine_decay_schedule",
     "warmup_exponential_decay_schedule",
+    "with_multiplier",
     # sharded state
     "partition_state",
     "per_device_bytes",

@@ -127,10 +127,7 @@ KNOWN_UNNAMED_NEEDS_PARAMS = {
     "torch.param_groups": "names the group's optimizer (AdamW)",
 }  # fmt: skip
 # Property checks that fail on a row, and why.
-KNOWN_PROPERTY_FAILURES = {
-    "reduce_on_plateau": "check_hyperparams_are_data halves the integer hyperparameter "
-    "`patience` to 0.5, and set_hyperparams silently stores int(0.5) == 0",
-}
+KNOWN_PROPERTY_FAILURES: dict[str, str] = {}
 
 
 def rows(applies: Callable[[Entry], bool]) -> list:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -11,11 +12,15 @@ import sys
 from pathlib import Path
 
 import matplotlib
+import matplotlib.colors as mcolors
 import matplotlib.image
 import numpy as np
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 from optim_fn.experiments import cli, plots, registry
+from optim_fn.experiments.runner import History
 
 matplotlib.use("Agg")
 
@@ -182,10 +187,27 @@ def test_bad_option_from_the_shell(tmp_path):
     assert not (tmp_path / "optim_fn_output").exists()
 
 
-def test_no_arguments_runs_the_comparison(monkeypatch):
+def test_bare_command_prints_the_help_and_runs_nothing(monkeypatch, tmp_path, capsys):
+    """A bare ``optim-fn`` used to run a 28 s comparison writing 8 files into the current
+    folder; it prints the help (exit 0) and writes nothing, as ``python -m optim_fn``."""
+    def refuse(args, argv):
+        raise AssertionError("a bare optim-fn must not run the comparison")
+
+    monkeypatch.setattr(cli, "_run_compare", refuse)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main([]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: optim-fn") and "{compare,list}" in out and "examples:" in out
+    result = _module(cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == out
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_compare_defaults(monkeypatch):
     seen = {}
     monkeypatch.setattr(cli, "_run_compare", lambda args, argv: seen.update(vars(args)) or 0)
-    assert cli.main([]) == 0
+    assert cli.main(["compare"]) == 0
     assert seen["command"] == "compare"
     assert seen["problems"] == list(registry.DEFAULT_PROBLEMS) == ["rosenbrock", "digits"]
     assert seen["optimizers"] == OPTIMIZERS
@@ -203,6 +225,89 @@ def test_list_shows_problems_and_optimizers(capsys):
     assert "clip_value_fn=_quartic_root" in out  # a function default by name, no address
     assert "\n  modern              lion lamb " in out
     assert "\n  all                 " + " ".join(OPTIMIZERS) + " lion " in out
+
+
+def test_list_prints_plain_text_formulas(capsys):
+    """No Sphinx or LaTeX markup (``:math:``, ``\\frac``, backticks) reaches the terminal,
+    and every problem and every preset has a formula line under its name."""
+    assert cli.main(["list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    for line in lines:
+        assert ":math:" not in line and "`" not in line, line
+        assert not re.search(r"\\[A-Za-z]+", line), line  # \frac, \sqrt, \tfrac, ...
+    from optim_fn.experiments import listing
+
+    assert set(listing.OPTIMIZER_FORMULAS) == set(registry.OPTIMIZERS)
+    assert set(listing.PROBLEM_FORMULAS) == set(registry.PROBLEMS)
+    for name, width in [*((n, 11) for n in registry.PROBLEMS),
+                        *((n, 19) for n in registry.OPTIMIZERS)]:
+        row = lines.index(next(line for line in lines if line.startswith(f"  {name:<{width}} ")))
+        formula = lines[row + 1].strip()
+        assert formula.startswith("formula: ") and len(formula) > len("formula: ") + 8, name
+        assert "no plain-text formula" not in formula, name
+        if name in registry.OPTIMIZERS:
+            assert "<-" in formula, f"{name}: an update rule says what it assigns"
+
+
+def _fake_histories(count: int, steps: int = 20) -> dict:
+    rng = np.random.default_rng(0)
+    histories = {}
+    for i in range(count):
+        loss = np.exp(-np.linspace(0, 1 + i / 10, steps)) + 1e-3
+        norm = rng.uniform(0.5, 1.5, steps)
+        histories[f"optimizer_number_{i}"] = History(
+            loss=loss, grad_norm=norm, update_norm=norm * 1e-2 * (i + 1),
+            hyperparams={"learning_rate": np.full(steps, 1e-2 * (i + 1))}, params=None,
+            eval_steps=np.arange(steps), train_loss=loss, final_params=None,
+            final_loss=loss[-1], metrics={}, seconds={"compile": 0.0, "run": 0.0},
+        )
+    return histories
+
+
+def test_30_series_have_distinct_colour_and_line_style():
+    """With 22 optimizers the plots reused 10 colours, all solid."""
+    ax = Figure(figsize=plots.FIGSIZE).add_subplot()
+    plots.plot_losses(_fake_histories(30), None, ax)
+    drawn = {(mcolors.to_hex(line.get_color()), line.get_linestyle()) for line in ax.get_lines()}
+    assert len(ax.get_lines()) == len(drawn) == 30
+    styles = plots.series_styles(45)
+    combos = [(mcolors.to_hex(s["color"]), str(s["linestyle"])) for s in styles]
+    assert len(set(combos)) == len(combos)
+    assert [s["linestyle"] for s in styles[:8]] == ["-"] * 8  # few series: solid as before
+
+
+def _assert_outside(legend, axes: list, figure: Figure) -> None:
+    box = legend.get_window_extent()
+    for ax in axes:
+        assert not box.overlaps(ax.get_window_extent()), (box, ax.get_window_extent())
+    assert figure.bbox.contains(box.x0, box.y0) and figure.bbox.contains(box.x1, box.y1)
+
+
+@pytest.mark.parametrize("draw", ["losses", "series", "two_panels"])
+def test_legend_of_30_series_sits_outside_the_axes(draw):
+    """The legend used to sit inside the axes, over the curves."""
+    histories = _fake_histories(30)
+    figure = Figure(figsize=plots.figure_size(len(histories)), layout="constrained")
+    FigureCanvasAgg(figure)
+    if draw == "two_panels":  # the command line's step-size figure
+        top, bottom = figure.subplots(2, 1, sharex=True)
+        plots.plot_series(histories, "learning_rate", top)
+        plots.plot_series(histories, "step_size", bottom)
+        top.get_legend().remove()
+        plots.figure_legend_outside(figure, bottom)
+        axes, legend = [top, bottom], figure.legends[0]
+    else:
+        ax = figure.add_subplot()
+        if draw == "losses":
+            plots.plot_losses(histories, None, ax)
+        else:
+            plots.plot_series(histories, "learning_rate", ax)
+        axes, legend = [ax], ax.get_legend()
+    figure.canvas.draw()
+    assert len(legend.get_texts()) == 30
+    _assert_outside(legend, axes, figure)
+    for ax in axes:  # the axes keep most of the figure's width
+        assert ax.get_window_extent().width > 0.45 * figure.bbox.width
 
 
 @pytest.mark.parametrize("texts,expected", [

@@ -124,3 +124,23 @@ def test_masked_rejects_a_mask_of_another_structure():
     optimizer = optim_fn.adamw(1e-3, mask={"w": True, "c": False})
     with pytest.raises(ValueError, match=r"mask must have the structure of the params"):
         optimizer.init(PARAMS)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda params: optim_fn.adamw(params, 1e-3),
+        lambda params: optim_fn.sgd(params),
+        lambda params: optim_fn.contrib.muon(params),
+    ],
+    ids=["adamw", "sgd", "contrib.muon"],
+)
+@pytest.mark.parametrize(
+    "params",
+    [[jnp.ones(3), jnp.ones((2, 2))], {"w": jnp.ones(3)}, jnp.ones(3)],
+    ids=["list-of-arrays", "dict", "array"],
+)
+def test_params_where_a_hyperparameter_belongs_show_the_init_update_pattern(make, params):
+    # The torch habit `Adam(params, lr)`: a NumPy "inhomogeneous shape" error before.
+    with pytest.raises(ValueError, match=r"params\? .*opt.init\(params\).*opt.update"):
+        make(params)

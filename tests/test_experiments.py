@@ -616,6 +616,16 @@ def test_every_preset_runs_on_every_problem(name, every_problem):
         assert recorded, f"{where}: no learning_rate in the state"
         for values in recorded:
             np.testing.assert_allclose(values, rates[problem_name], rtol=1e-6, err_msg=where)
+        # The learning-rate panel finds it too (it missed Muon's qualified names).
+        shown = plots.find_hyperparam(hyperparams, "learning_rate")
+        assert shown is not None, f"{where}: the learning-rate panel finds no learning rate"
+        if "effective_learning_rate" in hyperparams:
+            # Prodigy, D-Adaptation, DoG: the panel shows the step size they derive.
+            assert shown == "effective_learning_rate", where
+            assert np.all(np.asarray(hyperparams[shown]) > 0), where
+            continue
+        np.testing.assert_allclose(hyperparams[shown], rates[problem_name], rtol=1e-6,
+                                   err_msg=where)
 
 
 @pytest.mark.parametrize("name", ["muon", "rprop", "soap"])
@@ -632,6 +642,10 @@ def test_presets_sweep_through_the_runner(name, every_problem):
         assert np.all(np.isfinite(np.asarray(history.final_loss)))
         assert history.loss.shape == (2, 5)
         assert not np.allclose(history.loss[0, -1], history.loss[1, -1])  # the rates differ
+        # The learning-rate panel draws this run (Muon was missing from it).
+        ax = plots.plot_series({name: history}, "learning_rate", _axes())
+        assert [line.get_label() for line in ax.get_lines()] == [name]
+        np.testing.assert_allclose(ax.get_lines()[0].get_ydata(), np.median(rates), rtol=1e-6)
 
 
 def test_rprop_preset_is_rprop():

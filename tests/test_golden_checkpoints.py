@@ -219,7 +219,7 @@ NOT_OPTIMIZERS = {
         # types, protocols and hyperparameter access
         "GradientTransformation GradientTransformationExtraArgs ScalarOrSchedule Schedule "
         "Hyperparams Slot LookaheadParams ShouldSkipUpdateFunction BacktrackingLinesearchInfo "
-        "ZoomLinesearchInfo get_hyperparams set_hyperparams "
+        "ZoomLinesearchInfo get_hyperparams set_hyperparams with_multiplier "
         # state classes (checked through the rows that hold them)
         "AdaptiveGradClipState AddDecayedWeightsState AddNoiseState ApplyIfFiniteState "
         "ClipByBlockRmsState ClipByGlobalNormState ClipState ConditionallyMaskState "

@@ -338,7 +338,7 @@ def test_values_keep_their_dtype_and_must_be_scalars():
     )
     assert get_value(state, "learning_rate") == np.float32(0.25)
     assert get_value(state, "momentum").dtype == np.float32
-    with pytest.raises(ValueError, match="'learning_rate' must be a scalar"):
+    with pytest.raises(ValueError, match="`learning_rate` must be a real scalar"):
         optim_fn.set_hyperparams(state, learning_rate=jnp.ones(2))
 
 

@@ -35,6 +35,10 @@ class DAdaptAdamWState(NamedTuple):
     numerator_weighted: Array
     hyperparams: Hyperparams
 
+    def derived_hyperparams(self) -> dict[str, Array]:
+        """``effective_learning_rate``: the current estimate ``d`` times ``learning_rate``."""
+        return {"effective_learning_rate": _effective(self.estim_lr, self.hyperparams)}
+
 
 class ProdigyState(NamedTuple):
     """``estim_lr`` is Prodigy's current estimate ``d``; ``params0`` the initial params."""
@@ -47,6 +51,15 @@ class ProdigyState(NamedTuple):
     estim_lr: Array
     numerator_weighted: Array
     hyperparams: Hyperparams
+
+    def derived_hyperparams(self) -> dict[str, Array]:
+        """``effective_learning_rate``: the current estimate ``d`` times ``learning_rate``."""
+        return {"effective_learning_rate": _effective(self.estim_lr, self.hyperparams)}
+
+
+def _effective(estim_lr: Any, hyperparams: Hyperparams) -> Array:
+    learning_rate = hp.as_keywords(hyperparams)["learning_rate"]
+    return jnp.asarray(estim_lr) * jnp.asarray(learning_rate)
 
 
 _SLOTS = ("exp_avg", "exp_avg_sq", "grad_sum", "estim_lr", "numerator_weighted")

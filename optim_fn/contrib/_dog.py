@@ -37,6 +37,11 @@ class DoGState(NamedTuple):
     learning_rate: Array
     hyperparams: Hyperparams
 
+    def derived_hyperparams(self) -> dict[str, Array]:
+        """``effective_learning_rate``: the DoG step size of the latest update (the
+        alias multiplies it by its ``learning_rate``, 1 by default)."""
+        return {"effective_learning_rate": jnp.asarray(self.learning_rate)}
+
 
 class DoWGState(NamedTuple):
     """``learning_rate`` is the DoWG step size used at the latest update (for logging)."""
@@ -47,6 +52,11 @@ class DoWGState(NamedTuple):
     estim_sq_dist: Array
     learning_rate: Array
     hyperparams: Hyperparams
+
+    def derived_hyperparams(self) -> dict[str, Array]:
+        """``effective_learning_rate``: the DoWG step size of the latest update (the
+        alias multiplies it by its ``learning_rate``, 1 by default)."""
+        return {"effective_learning_rate": jnp.asarray(self.learning_rate)}
 
 
 def _scaled(updates: Any, step: Array) -> Any:

@@ -45,6 +45,13 @@ class ScheduleFreeState(NamedTuple):
     hyperparams: Hyperparams
 
 
+class _AliasScheduleFreeState(ScheduleFreeState):
+    """The state of schedule_free_sgd/adamw, whose averaging reads the base optimizer's
+    learning rate (one step ahead): one ``learning_rate`` is reported and set for both."""
+
+    mirrored_hyperparams = ("learning_rate",)
+
+
 def schedule_free_eval_params(state: Any, params: Any) -> Any:
     """The averaged params ``x = (y - (1 - b1) z) / b1`` to evaluate a schedule-free model.
 
@@ -57,16 +64,30 @@ def schedule_free_eval_params(state: Any, params: Any) -> Any:
             "schedule_free_eval_params needs the state of optim_fn.contrib.schedule_free "
             f"(or schedule_free_sgd / schedule_free_adamw), got {type(state).__name__}"
         )
-    values = hp.as_keywords(found.hyperparams)
-    b1 = values["b1"]
-    return jax.tree.map(
-        lambda y, z: ((y - (1 - b1) * z) / b1).astype(jnp.asarray(y).dtype), params, found.z
+    b1 = jnp.asarray(hp.as_keywords(found.hyperparams)["b1"])
+    # By leaves, not by tree_map: under flax nnx the params are boxed as `Param`s and the
+    # state's z as `OptVariable`s, two trees of one shape that tree_map refuses to pair.
+    y_leaves, treedef = jax.tree.flatten(params)
+    z_leaves = jax.tree.leaves(found.z)
+    if [jnp.shape(y) for y in y_leaves] != [jnp.shape(z) for z in z_leaves]:
+        raise ValueError(
+            "schedule_free_eval_params: `params` do not match the params the optimizer was "
+            f"initialised with: shapes {[jnp.shape(y) for y in y_leaves]} against "
+            f"{[jnp.shape(z) for z in z_leaves]}"
+        )
+    return treedef.unflatten(
+        [
+            ((y - (1 - b1) * z) / b1).astype(jnp.asarray(y).dtype)
+            for y, z in zip(y_leaves, z_leaves, strict=True)
+        ]
     )
 
 
 def _find_state(state: Any) -> ScheduleFreeState | None:
     if isinstance(state, ScheduleFreeState):
         return state
+    if hasattr(state, "opt_state") and not isinstance(state, tuple):  # nnx.Optimizer
+        return _find_state(state.opt_state)
     if isinstance(state, tuple):
         for child in state:
             found = _find_state(child)
@@ -124,6 +145,14 @@ def schedule_free(
     (default: the params' dtype). As in optax, the averaging weight of update ``t`` (from
     0) reads a learning-rate schedule at ``t + 1``. Needs ``params``.
     """
+    return _schedule_free(
+        base_optimizer, learning_rate, b1, weight_lr_power, state_dtype, ScheduleFreeState
+    )
+
+
+def _schedule_free(
+    base_optimizer, learning_rate, b1, weight_lr_power, state_dtype, state_type
+) -> GradientTransformationExtraArgs:
     where = "schedule_free"
     check.check_learning_rate(where, learning_rate)
     check.check_decay(where, "b1", b1, allow_one=True)
@@ -147,7 +176,7 @@ def schedule_free(
 
     return rule_transform(
         _schedule_free_rule,
-        ScheduleFreeState,
+        state_type,
         slots=("weight_sum", "max_lr", "base_optimizer_state", "z"),
         init_state=init_state,
         hyperparams={"b1": b1, "learning_rate": lr_spec, "weight_lr_power": weight_lr_power},
@@ -186,7 +215,9 @@ def schedule_free_sgd(
     if weight_decay is not None:
         check.check_non_negative("schedule_free_sgd", "weight_decay", weight_decay)
         optimizer = chain(classic.add_decayed_weights(weight_decay), optimizer)
-    return schedule_free(optimizer, learning_rate, b1, weight_lr_power, state_dtype)
+    return _schedule_free(
+        optimizer, learning_rate, b1, weight_lr_power, state_dtype, _AliasScheduleFreeState
+    )
 
 
 @checks_once
@@ -215,4 +246,6 @@ def schedule_free_adamw(
         classic.add_decayed_weights(weight_decay),
         classic.scale_by_learning_rate(learning_rate),
     )
-    return schedule_free(optimizer, learning_rate, b1, weight_lr_power, state_dtype)
+    return _schedule_free(
+        optimizer, learning_rate, b1, weight_lr_power, state_dtype, _AliasScheduleFreeState
+    )

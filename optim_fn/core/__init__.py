@@ -25,8 +25,10 @@ from optim_fn.core.base import (
 )
 from optim_fn.core.hyperparams import (
     Hyperparams,
+    ReadOnlyHyperparameterError,
     get_hyperparams,
     set_hyperparams,
+    with_multiplier,
 )
 from optim_fn.core.lift import (
     Slot,
@@ -45,6 +47,7 @@ __all__ = [
     "Hyperparams",
     "OptState",
     "Params",
+    "ReadOnlyHyperparameterError",
     "ScalarOrSchedule",
     "Schedule",
     "Slot",
@@ -57,4 +60,5 @@ __all__ = [
     "safe_increment",
     "set_hyperparams",
     "with_extra_args",
+    "with_multiplier",
 ]

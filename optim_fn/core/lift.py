@@ -207,6 +207,7 @@ def rule_transform(
         stored scalars (cast to their dtypes).
     """
     specs = dict(hyperparams or {})
+    validation.remember_checks(state_type, specs)
     decay_names = frozenset(decays)
     static = dict(static or {})
     wants_count = "count" in inspect.signature(rule).parameters

@@ -28,6 +28,13 @@ _CHECKED: contextvars.ContextVar[set | None] = contextvars.ContextVar(
 _CONSTRUCTING: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "optim_fn_constructing", default=None
 )
+# The checks a construction made, by argument name, so that `set_hyperparams` can make
+# the same checks later (the rule and its options; never the value).
+_RECORDED: contextvars.ContextVar[dict | None] = contextvars.ContextVar(
+    "optim_fn_recorded_checks", default=None
+)
+# (state type, hyperparameter name) -> the checks its constructors made.
+_SET_CHECKS: dict[tuple[type, str], set[tuple]] = {}
 
 
 def constructing() -> str | None:
@@ -44,9 +51,11 @@ def checks_once(constructor: _Function) -> _Function:
             return constructor(*args, **kwargs)
         token = _CHECKED.set(set())
         name_token = _CONSTRUCTING.set(constructor.__name__)
+        recorded_token = _RECORDED.set({})
         try:
             return constructor(*args, **kwargs)
         finally:
+            _RECORDED.reset(recorded_token)
             _CONSTRUCTING.reset(name_token)
             _CHECKED.reset(token)
 
@@ -55,6 +64,9 @@ def checks_once(constructor: _Function) -> _Function:
 
 def _already_checked(rule: str, name: str, value: Any, *options: Any) -> bool:
     """True if this construction checked ``value`` as ``name`` by ``rule`` before."""
+    recorded = _RECORDED.get()
+    if recorded is not None:
+        recorded.setdefault(name, set()).add((rule, options))
     seen = _CHECKED.get()
     if seen is None:
         return False
@@ -83,12 +95,39 @@ def _fail(where: str, name: str, rule: str, value: Any, fix: str = "") -> None:
     raise ValueError(f"{where}: `{name}` must be {rule}, got {value!r}{fix}")
 
 
-def check_scalar(where: str, name: str, value: Any) -> None:
+def _looks_like_params(value: Any) -> bool:
+    """A container of arrays or a multi-element array: the torch habit ``Adam(params, lr)``."""
+    if isinstance(value, (list, tuple, dict)):
+        return len(value) > 0
+    return hasattr(value, "shape") and hasattr(value, "dtype") and np.ndim(value) > 0
+
+
+def _summary(value: Any) -> str:
+    if isinstance(value, (list, tuple, dict)):
+        return f"a {type(value).__name__} of {len(value)} entries"
+    return f"an array of shape {tuple(np.shape(value))}"
+
+
+def check_scalar(
+    where: str,
+    name: str,
+    value: Any,
+    kind: str = "a real scalar or a schedule (a function of the step count)",
+) -> None:
     """A number or a schedule; not a string, an array of several values or complex."""
     if callable(value) or isinstance(value, jax.core.Tracer):
         return
     if _already_checked("scalar", name, value):
         return
+    if _looks_like_params(value):
+        builder = constructing() or where
+        raise ValueError(
+            f"{where}: `{name}` must be {kind}, got {_summary(value)}: params? An optimizer "
+            "is built from its hyperparameters alone and meets the params later: "
+            f"`opt = optim_fn.{builder}(...)` without the params, then "
+            "`state = opt.init(params)` and, each step, "
+            "`updates, state = opt.update(grads, state, params)`"
+        )
     array = np.asarray(value) if not isinstance(value, str) else None
     if (
         array is None
@@ -96,13 +135,13 @@ def check_scalar(where: str, name: str, value: Any) -> None:
         or not np.issubdtype(array.dtype, np.number)
         or np.issubdtype(array.dtype, np.complexfloating)
     ):
-        _fail(where, name, "a real scalar or a schedule (a function of the step count)", value)
+        _fail(where, name, kind, value)
     if not math.isfinite(float(array)):
         _fail(where, name, "finite", value)
 
 
 def check_non_negative(where: str, name: str, value: Any, fix: str = "") -> None:
-    if _already_checked("non_negative", name, value):
+    if _already_checked("non_negative", name, value, fix):
         return
     check_scalar(where, name, value)
     number = _concrete(value)
@@ -137,3 +176,40 @@ def check_dtype(where: str, name: str, value: Any) -> None:
         return
     if not jnp.issubdtype(dtype, jnp.inexact):
         _fail(where, name, "None or a floating-point dtype", value)
+
+
+# ----------------------------------------------------------------------------------------
+# The same checks when a hyperparameter is set at run time.
+
+
+def remember_checks(state_type: type, names: Any) -> None:
+    """Keeps the checks this construction made on ``names`` for ``set_hyperparams``.
+
+    Called by the blocks that store hyperparameters (the lifter), inside the public
+    constructor's scope: the constructor checked its arguments under the names the block
+    stores them by, so a later ``set_hyperparams(state, b1=1.5)`` fails as ``adam(b1=1.5)``
+    does.
+    """
+    recorded = _RECORDED.get()
+    if not recorded:
+        return
+    for name in names:
+        if name in recorded:
+            _SET_CHECKS.setdefault((state_type, name), set()).update(recorded[name])
+
+
+def check_set_value(state_type: type | None, name: str, key: str, value: Any) -> None:
+    """The checks the constructor made on ``name``, applied to ``value`` set as ``key``."""
+    where = "set_hyperparams"
+    if callable(value):
+        raise TypeError(
+            f"{where}: `{key}` got a schedule; schedules are fixed at construction. Give the "
+            "optimizer the schedule wrapped in optim_fn.schedules.with_multiplier(...) and "
+            f"set `{name}_multiplier` at run time to scale it"
+        )
+    check_scalar(where, key, value, "a real scalar (a number or a 0-d array)")
+    for rule, options in sorted(_SET_CHECKS.get((state_type, name), ()), key=repr):
+        if rule == "decay":
+            check_decay(where, key, value, allow_one=options[0])
+        elif rule == "non_negative":
+            check_non_negative(where, key, value, options[0])

@@ -1,8 +1,10 @@
 """The command line: ``python -m optim_fn compare`` (or ``optim-fn compare``).
 
-With no arguments it compares the seed optimizers on Rosenbrock and on the digits MLP,
+``optim-fn compare`` compares the classic optimizers on Rosenbrock and on the digits MLP,
 prints a table, and writes PNG plots and a JSON of the histories to ``optim_fn_output/``.
-``optim-fn list`` shows every problem and optimizer with its options.
+``optim-fn list`` shows every problem and optimizer with its formula and options. A bare
+``optim-fn`` prints the help and runs nothing: a command that writes files into the
+current folder should be asked for by name.
 """
 
 from __future__ import annotations
@@ -204,18 +206,16 @@ def _run_compare(args: argparse.Namespace, argv: Sequence[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``optim-fn`` and ``python -m optim_fn``; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv:
-        argv = ["compare"]  # the main job is what a bare `python -m optim_fn` does
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command is None:  # a bare `optim-fn`: show what it can do, run nothing
+        parser.print_help()
+        return 0
     if args.command == "list":
         from optim_fn.experiments.registry import describe
 
         print(describe())
         return 0
-    if args.command is None:
-        parser.print_help()
-        return 2
     return _run_compare(args, argv)
 
 

@@ -261,25 +261,29 @@ def write_plots(entries: Sequence[Entry], folder: Path) -> list[Path]:
     for name, group in by_problem.items():
         problem = group[0].problem
         histories = {entry.label: entry.history for entry in group}
+        size = plots.figure_size(len(histories))  # wider when the legend needs columns
 
-        figure = Figure(figsize=plots.FIGSIZE, layout="constrained")
+        figure = Figure(figsize=size, layout="constrained")
         plots.plot_losses(histories, problem, figure.add_subplot())
         save(figure, f"{name}_loss.png")
 
         if problem.is_2d:
-            figure = Figure(figsize=plots.FIGSIZE, layout="constrained")
+            figure = Figure(figsize=size, layout="constrained")
             plots.plot_paths(problem, histories, figure.add_subplot())
             save(figure, f"{name}_paths.png")
 
-        figure = Figure(figsize=plots.FIGSIZE, layout="constrained")
+        figure = Figure(figsize=size, layout="constrained")
         top, bottom = figure.subplots(2, 1, sharex=True)
         plots.plot_series(histories, "learning_rate", top,
                           title=f"{problem.description}: learning rate read from the state")
         top.set_xlabel("")  # shared with the panel below
         plots.plot_series(histories, "step_size", bottom,
                           title="effective step |update| / |gradient|")
-        if bottom.get_legend() is not None:
-            bottom.get_legend().remove()  # the top panel's legend names the same lines
+        if top.get_legend() is not None:
+            top.get_legend().remove()  # the same lines as the bottom panel's
+        # One legend for both panels, right of them (one panel is too short for 30
+        # names), from the bottom panel, where every optimizer has a line.
+        plots.figure_legend_outside(figure, bottom)
         save(figure, f"{name}_step_size.png")
 
         sweeps = {e.label: e.sweep_final_loss for e in group if e.sweep_final_loss is not None}

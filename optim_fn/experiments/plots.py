@@ -3,12 +3,16 @@
 Every function draws on a matplotlib ``Axes`` (a new figure's when ``ax`` is None) and
 returns it. A run is given as a :class:`~optim_fn.experiments.runner.History`; with a
 seed axis, curves show the median over seeds and a band from the lowest to the highest.
-The colours follow the order of the mapping, so the same label keeps its colour in
-every plot drawn from the same mapping.
+Each series gets a colour and a line style (:func:`series_styles`: no two alike, however
+many series) in the order of the mapping, so the same label keeps its look in every plot
+drawn from the same mapping; legends sit outside the axes, right of them, so they never
+cover a curve.
 """
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -17,6 +21,7 @@ import jax.numpy as jnp
 import matplotlib.colors as mcolors
 import numpy as np
 from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
 from optim_fn.experiments.problem import Problem
 from optim_fn.experiments.runner import History
@@ -31,13 +36,66 @@ def _axes(ax: Axes | None) -> Axes:
         return ax
     import matplotlib.pyplot as plt
 
-    _, ax = plt.subplots(figsize=FIGSIZE)
+    _, ax = plt.subplots(figsize=FIGSIZE, layout="constrained")  # room for the legend
     return ax
 
 
-def _colors(count: int) -> list:
+LEGEND_ROWS = 15
+"""Entries per legend column: 15 lines of 8-point text fit the height of a figure."""
+
+_LINE_STYLES = ("-", "--", ":", "-.")
+
+
+def series_styles(count: int) -> list[dict[str, Any]]:
+    """``{"color", "linestyle"}`` for each of ``count`` series, no two the same.
+
+    The ten Tableau colours come first as solid lines, then again dashed, dotted and
+    dash-dotted (40 series); beyond that each further round of ten gets a dash pattern
+    of its own. Eight optimizers look as they always did: solid, one colour each.
+    """
     palette = list(mcolors.TABLEAU_COLORS.values())
-    return [palette[i % len(palette)] for i in range(count)]
+    styles = []
+    for i in range(count):
+        round_ = i // len(palette)
+        linestyle = (
+            _LINE_STYLES[round_] if round_ < len(_LINE_STYLES) else (0, (round_, 2.0))
+        )
+        styles.append({"color": palette[i % len(palette)], "linestyle": linestyle})
+    return styles
+
+
+def legend_columns(count: int) -> int:
+    """Columns a legend of ``count`` entries needs (at most :data:`LEGEND_ROWS` rows)."""
+    return max(1, math.ceil(count / LEGEND_ROWS))
+
+
+def figure_size(count: int) -> tuple[float, float]:
+    """:data:`FIGSIZE`, 2 inches wider per extra legend column for ``count`` series."""
+    return FIGSIZE[0] + 2.0 * (legend_columns(count) - 1), FIGSIZE[1]
+
+
+def legend_outside(ax: Axes) -> None:
+    """The legend of ``ax`` right of the axes, top-aligned, in as many columns as needed.
+
+    A figure with ``layout="constrained"`` (as the command line's) makes room for it.
+    """
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0),
+                  borderaxespad=0.0, fontsize=8, ncols=legend_columns(len(handles)))
+
+
+def figure_legend_outside(figure: Figure, ax: Axes) -> None:
+    """The legend of ``ax`` moved to the right of the whole figure (for stacked panels).
+
+    Needs ``layout="constrained"``, which reserves the space (``loc="outside ..."``).
+    """
+    handles, labels = ax.get_legend_handles_labels()
+    if ax.get_legend() is not None:
+        ax.get_legend().remove()
+    if handles:
+        figure.legend(handles, labels, loc="outside right upper", fontsize=8,
+                      ncols=legend_columns(len(handles)))
 
 
 def _by_seed(values: Any) -> np.ndarray:
@@ -46,14 +104,14 @@ def _by_seed(values: Any) -> np.ndarray:
     return array[None] if array.ndim == 1 else array.reshape(-1, array.shape[-1])
 
 
-def _curve(ax: Axes, x: np.ndarray, values: Any, label: str, color: Any) -> None:
+def _curve(ax: Axes, x: np.ndarray, values: Any, label: str, style: dict[str, Any]) -> None:
     runs = _by_seed(values)
     with np.errstate(all="ignore"):
         median = np.nanmedian(runs, axis=0) if len(runs) > 1 else runs[0]
-    ax.plot(x, median, label=label, color=color, linewidth=1.5)
+    ax.plot(x, median, label=label, linewidth=1.5, **style)
     if len(runs) > 1:
-        ax.fill_between(x, np.nanmin(runs, axis=0), np.nanmax(runs, axis=0), color=color,
-                        alpha=0.2, linewidth=0)
+        ax.fill_between(x, np.nanmin(runs, axis=0), np.nanmax(runs, axis=0),
+                        color=style["color"], alpha=0.2, linewidth=0)
 
 
 def loss_grid(problem: Problem, resolution: int = 200) -> tuple[np.ndarray, ...]:
@@ -103,11 +161,11 @@ def plot_paths(
     ax.contour(x, y, gap, levels=bounds, norm=mcolors.LogNorm(), colors="white",
                linewidths=0.3, alpha=0.6)
     starts = []
-    for label, color in zip(paths, _colors(len(paths)), strict=True):
+    for label, style in zip(paths, series_styles(len(paths)), strict=True):
         points = _first_path(paths[label])
-        ax.plot(points[:, 0], points[:, 1], color=color, label=label, linewidth=1.3)
+        ax.plot(points[:, 0], points[:, 1], label=label, linewidth=1.3, **style)
         if markers:
-            ax.plot(points[-1, 0], points[-1, 1], "o", color=color, markersize=5)
+            ax.plot(points[-1, 0], points[-1, 1], "o", color=style["color"], markersize=5)
         starts.append(points[0])
     for start in np.unique(np.asarray(starts).reshape(-1, 2), axis=0):
         ax.plot(*start, "o", color="black", markerfacecolor="white", markersize=7)
@@ -119,8 +177,7 @@ def plot_paths(
     ax.set_xlabel("x")
     ax.set_ylabel("y")
     ax.set_title(f"{problem.description}: paths")
-    if paths:
-        ax.legend(fontsize=8, loc="best")
+    legend_outside(ax)
     return ax
 
 
@@ -138,7 +195,7 @@ def plot_losses(
     """
     ax = _axes(ax)
     minimum = problem.minimum if problem is not None and problem.minimum is not None else None
-    for label, color in zip(histories, _colors(len(histories)), strict=True):
+    for label, style in zip(histories, series_styles(len(histories)), strict=True):
         history = histories[label]
         if per_step:
             x = np.arange(np.shape(history.loss)[-1])
@@ -148,7 +205,7 @@ def plot_losses(
             values = np.asarray(history.train_loss, np.float64)
         if minimum is not None:
             values = values - minimum
-        _curve(ax, x, np.where(values > 0, values, np.nan), label, color)
+        _curve(ax, x, np.where(values > 0, values, np.nan), label, style)
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("loss - minimum" if minimum is not None else "loss")
@@ -157,8 +214,34 @@ def plot_losses(
     if problem is not None and problem.minimum is not None:
         ax.axhline(problem.tolerance, color="grey", linestyle=":", linewidth=1)
     ax.grid(True, which="major", alpha=0.3)
-    ax.legend(fontsize=8)
+    legend_outside(ax)
     return ax
+
+
+def find_hyperparam(hyperparams: Mapping[str, Any], field: str) -> str | None:
+    """The key of ``hyperparams`` (a :attr:`History.hyperparams`) that holds ``field``.
+
+    For ``"learning_rate"``, the step size an optimizer derives (``effective_learning_rate``:
+    Prodigy, D-Adaptation, DoG) when it reports one. Else ``field`` itself when present;
+    otherwise the qualified names whose last component is ``field``
+    (``"muon.learning_rate"``: components split at ``.``, ``/`` or ``:``), the shortest
+    first, then the first in the mapping's order (Muon's branches both hold its learning
+    rate, unless ``adam_learning_rate`` differs). None when no block has it.
+    """
+    if field == "learning_rate" and "effective_learning_rate" in hyperparams:
+        return "effective_learning_rate"
+    if field in hyperparams:
+        return field
+    qualified = [
+        (len(_components(name)), order, name)
+        for order, name in enumerate(hyperparams)
+        if _components(name)[-1] == field
+    ]
+    return min(qualified)[2] if qualified else None
+
+
+def _components(name: str) -> list[str]:
+    return re.split(r"[./:]", name)
 
 
 def plot_series(
@@ -173,23 +256,25 @@ def plot_series(
 
     ``field`` is ``"grad_norm"``, ``"update_norm"``, ``"loss"``, ``"step_size"`` (the
     effective step ``update_norm / grad_norm``: how far a unit gradient moves the
-    params) or the name of a hyperparameter (``"learning_rate"``, ``"momentum"``, ...).
+    params) or the name of a hyperparameter (``"learning_rate"``, ``"momentum"``, ...),
+    found by :func:`find_hyperparam` also where the state qualifies it (Muon's two
+    branches each have a ``learning_rate``).
     """
     ax = _axes(ax)
-    for label, color in zip(histories, _colors(len(histories)), strict=True):
+    for label, style in zip(histories, series_styles(len(histories)), strict=True):
         history = histories[label]
         if field == "step_size":
             with np.errstate(all="ignore"):
                 values = np.asarray(history.update_norm, np.float64) / np.asarray(
                     history.grad_norm, np.float64
                 )
-        elif field in history.hyperparams:
-            values = np.asarray(history.hyperparams[field], np.float64)
         elif field in ("grad_norm", "update_norm", "loss"):
             values = np.asarray(getattr(history, field), np.float64)
+        elif (name := find_hyperparam(history.hyperparams, field)) is not None:
+            values = np.asarray(history.hyperparams[name], np.float64)
         else:
             continue  # this optimizer has no such hyperparameter
-        _curve(ax, np.arange(values.shape[-1]), values, label, color)
+        _curve(ax, np.arange(values.shape[-1]), values, label, style)
     if log:
         ax.set_yscale("log")
     ax.set_xlabel("step")
@@ -197,8 +282,7 @@ def plot_series(
     if title:
         ax.set_title(title)
     ax.grid(True, which="major", alpha=0.3)
-    if ax.get_lines():
-        ax.legend(fontsize=8)
+    legend_outside(ax)
     return ax
 
 

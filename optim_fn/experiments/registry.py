@@ -16,7 +16,7 @@ from typing import Any
 import optim_fn
 import optim_fn.contrib
 from optim_fn.core.base import GradientTransformation
-from optim_fn.experiments import datasets, functions
+from optim_fn.experiments import datasets, functions, listing
 from optim_fn.experiments.problem import Problem
 
 PROBLEMS: dict[str, Callable[..., Problem]] = {
@@ -464,34 +464,7 @@ def make_optimizers(texts: Sequence[str]) -> list[OptimizerChoice]:
     return choices
 
 
-def _shown(default: Any) -> str:
-    # A function's repr carries its address; its name is what a reader needs.
-    if callable(default) and hasattr(default, "__name__"):
-        return default.__name__
-    return repr(default)
-
-
 def describe() -> str:
-    """A listing of every problem and optimizer with its options and defaults."""
-    lines = ["problems:"]
-    for name, factory in PROBLEMS.items():
-        options = ", ".join(
-            f"{p.name}={p.default!r}" for p in inspect.signature(factory).parameters.values()
-        )
-        doc = (inspect.getdoc(factory) or "").splitlines()[0]
-        lines.append(f"  {name:<11} {doc}")
-        lines.append(f"  {'':<11} options: {options or '(none)'}")
-    lines.append("optimizers:")
-    for name, preset in OPTIMIZERS.items():
-        options = ", ".join(
-            f"{p.name}={_shown(preset.keywords.get(p.name, p.default))}"
-            for p in inspect.signature(preset.factory).parameters.values()
-            if p.name != "learning_rate"
-        )
-        rates = ", ".join(f"{k}: {v:g}" for k, v in preset.learning_rates.items())
-        lines.append(f"  {name:<19} {preset.summary}")
-        lines.append(f"  {'':<19} learning_rate by problem ({rates}); {options}")
-    lines.append("groups (for --optimizers):")
-    for name, members in GROUPS.items():
-        lines.append(f"  {name:<19} {' '.join(members)}")
-    return "\n".join(lines)
+    """What ``optim-fn list`` prints: every problem and optimizer with its plain-text
+    formula, options and defaults (:func:`optim_fn.experiments.listing.render`)."""
+    return listing.render(PROBLEMS, OPTIMIZERS, GROUPS)

@@ -250,7 +250,7 @@ def _build(optimizer: GradientTransformation, problem: Problem, plan: _Plan):
             loss=loss,
             grad_norm=global_norm(grads),
             update_norm=global_norm(updates),
-            hyperparams=get_hyperparams(opt_state),
+            hyperparams=_logged_hyperparams(opt_state),
             params=params if plan.track_params else None,
         )
         return _Carry(new_params, opt_state, order, shuffle_seed), record
@@ -341,11 +341,19 @@ def _compiled(optimizer, problem, plan, params, shuffle_seeds, hyperparams, opti
     return start, chunk, _finishers[finish_key][1], seconds
 
 
+def _logged_hyperparams(state: Any) -> dict:
+    """What get_hyperparams reads; nothing for an optax optimizer, which keeps none."""
+    try:
+        return get_hyperparams(state)
+    except TypeError:
+        return {}
+
+
 def _check_names(optimizer, problem, hyperparams):
     if not hyperparams:
         return
     state = jax.eval_shape(optimizer.init, problem.init(0))
-    valid = sorted(get_hyperparams(state))
+    valid = sorted(_logged_hyperparams(state))
     # A bare name sets every block that has it (set_hyperparams), also when blocks share
     # it and get_hyperparams qualifies it (muon's "learning_rate" in its two branches).
     bare = {name.rsplit(".", 1)[-1] for name in valid}

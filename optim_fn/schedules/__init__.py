@@ -20,8 +20,12 @@ Differences from optax (all construction-time errors where optax silently did so
 else): a negative ``transition_steps`` / ``transition_begin`` / ``decay_steps``, or
 ``decay_rate <= 0`` in :func:`exponential_decay`, raise ``ValueError`` (optax clamps them
 or returns a constant); ``decay_rate == 0`` would be a constant ``init_value`` in optax.
+
+To scale a schedule at run time (without recompiling), give it wrapped in
+:func:`with_multiplier` and set ``<name>_multiplier`` with :func:`optim_fn.set_hyperparams`.
 """
 
+from optim_fn.core.hyperparams import with_multiplier
 from optim_fn.schedules._composite import (
     cosine_onecycle_schedule,
     join_schedules,
@@ -56,4 +60,5 @@ __all__ = [
     "warmup_constant_schedule",
     "warmup_cosine_decay_schedule",
     "warmup_exponential_decay_schedule",
+    "with_multiplier",
 ]

@@ -12,7 +12,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from optim_fn.core.base import Params, Updates, apply_updates
-from optim_fn.core.hyperparams import get_hyperparams, set_hyperparams
+from optim_fn.core.hyperparams import (
+    ReadOnlyHyperparameterError,
+    get_hyperparams,
+    set_hyperparams,
+)
 from optim_fn.testing._harness import (
     HYPERPARAMS_ARE_DATA,
     JIT_MATCHES_EAGER,
@@ -205,8 +209,10 @@ def check_zero_grad_update(
 
 
 def _scaled(value: jax.Array) -> jax.Array:
-    # Halving keeps decay rates in [0, 1) and non-negative values non-negative.
-    return np.asarray(value) * 0.5
+    # Halving keeps decay rates in [0, 1) and non-negative values non-negative; an
+    # integer hyperparameter (a patience, a period) grows by one instead.
+    value = np.asarray(value)
+    return value + 1 if np.issubdtype(value.dtype, np.integer) else value * 0.5
 
 
 def _check_hyperparams(update: TracedStep, transform, params, grads) -> None:
@@ -216,7 +222,7 @@ def _check_hyperparams(update: TracedStep, transform, params, grads) -> None:
     for name, value in names.items():
         try:
             changed = set_hyperparams(state, **{name: _scaled(value)})
-        except ValueError:  # a scheduled hyperparameter: not settable by design
+        except ReadOnlyHyperparameterError:  # scheduled or derived: not settable by design
             continue
         read_back = get_hyperparams(changed)[name]
         if not np.allclose(np.asarray(read_back), _scaled(value), rtol=1e-6):
