@@ -744,6 +744,29 @@ CATALOGUE: tuple[Entry, ...] = (
                                   mask=is_matrix),
           None, None,
           whole_leaf=False, whole_tree=False, flat=True, complex=True, needs_params=True),
+    # --- Shampoo (facebookresearch's Distributed Shampoo; tests/test_shampoo.py checks it
+    # against a NumPy transcription)
+    Entry("contrib.shampoo",
+          lambda: optim_fn.contrib.shampoo(1e-2, b2=0.99, max_preconditioner_dim=3,
+                                           precondition_frequency=2, grafting="adam",
+                                           weight_decay=0.01),
+          None, None,
+          whole_leaf=True, whole_tree=False, flat=False, complex=False, needs_params=True),
+    # --- NorMuon and AdaMuon (no optax or torch.optim twin; tests/test_muon_successors.py
+    # checks them against NumPy transcriptions of the authors' code)
+    Entry("contrib.normuon",
+          lambda: optim_fn.contrib.normuon(1e-2, b2=0.9, weight_decay=0.1,
+                                           orthogonalizer="polar_express",
+                                           muon_weight_dimension_numbers=MUON_DIMS),
+          None, None,
+          whole_leaf=True, whole_tree=False, flat=False, complex=False, needs_params=True),
+    Entry("contrib.adamuon",
+          lambda: optim_fn.contrib.adamuon(1e-2, b2=0.99, weight_decay=0.1,
+                                           orthogonalizer="gram_newton_schulz",
+                                           split_sizes={"w": 2, "b": None, "cube": None},
+                                           muon_weight_dimension_numbers=MUON_DIMS),
+          None, None,
+          whole_leaf=True, whole_tree=False, flat=False, complex=False, needs_params=True),
 )
 
 BY_NAME: dict[str, Entry] = {entry.name: entry for entry in CATALOGUE}

@@ -273,6 +273,9 @@ NOT_OPTIMIZERS = {
         "scale_by_acprop scale_by_ademamix scale_by_adopt scale_by_cocob scale_by_dog "
         "scale_by_dowg scale_by_galore scale_by_madgrad scale_by_muon scale_by_shape "
         "scale_by_simplified_ademamix scale_by_soap scale_by_sophia "
+        "ShampooState scale_by_shampoo "
+        "NorMuonState AdaMuonState scale_by_normuon scale_by_adamuon "
+        "QKClipSpec QKClipState qk_clip "
         "differentially_private_aggregate hutchinson_estimator_diag_hessian normalize "
         # functions of arrays or states
         "orthogonalize_via_newton_schulz schedule_free_eval_params"

@@ -7,6 +7,7 @@ interfaces may still change; the established optimizers live at the top level.
 """
 
 from optim_fn.contrib._acprop import acprop, scale_by_acprop
+from optim_fn.contrib._adamuon import AdaMuonState, adamuon, scale_by_adamuon
 from optim_fn.contrib._ademamix import (
     ScaleByAdemamixState,
     ScaleBySimplifiedAdEMAMixState,
@@ -41,11 +42,13 @@ from optim_fn.contrib._muon import (
     scale_by_muon,
     scale_by_shape,
 )
+from optim_fn.contrib._normuon import NorMuonState, normuon, scale_by_normuon
 from optim_fn.contrib._privacy import (
     DifferentiallyPrivateAggregateState,
     differentially_private_aggregate,
     dpsgd,
 )
+from optim_fn.contrib._qk_clip import QKClipSpec, QKClipState, qk_clip
 from optim_fn.contrib._sam import NormalizeState, SAMState, normalize, sam
 from optim_fn.contrib._schedule_free import (
     ScheduleFreeState,
@@ -54,6 +57,7 @@ from optim_fn.contrib._schedule_free import (
     schedule_free_eval_params,
     schedule_free_sgd,
 )
+from optim_fn.contrib._shampoo import ShampooState, scale_by_shampoo, shampoo
 from optim_fn.contrib._soap import SoapState, scale_by_soap, soap
 from optim_fn.contrib._sophia import (
     HutchinsonState,
@@ -65,6 +69,7 @@ from optim_fn.contrib._sophia import (
 from optim_fn.transforms._plateau import ReduceLROnPlateauState, reduce_on_plateau
 
 __all__ = [
+    "AdaMuonState",
     "COCOBState",
     "DAdaptAdamWState",
     "DifferentiallyPrivateAggregateState",
@@ -79,8 +84,11 @@ __all__ = [
     "MomoState",
     "MuonDimensionNumbers",
     "MuonState",
+    "NorMuonState",
     "NormalizeState",
     "ProdigyState",
+    "QKClipSpec",
+    "QKClipState",
     "ReduceLROnPlateauState",
     "SAMState",
     "ScaleByAdemamixState",
@@ -88,10 +96,12 @@ __all__ = [
     "ScaleByShapeState",
     "ScaleBySimplifiedAdEMAMixState",
     "ScheduleFreeState",
+    "ShampooState",
     "SoapState",
     "SophiaState",
     "SplitRealAndImaginaryState",
     "acprop",
+    "adamuon",
     "ademamix",
     "adopt",
     "cocob",
@@ -108,11 +118,14 @@ __all__ = [
     "momo_adam",
     "muon",
     "normalize",
+    "normuon",
     "orthogonalize_via_newton_schulz",
     "prodigy",
+    "qk_clip",
     "reduce_on_plateau",
     "sam",
     "scale_by_acprop",
+    "scale_by_adamuon",
     "scale_by_ademamix",
     "scale_by_adopt",
     "scale_by_cocob",
@@ -120,7 +133,9 @@ __all__ = [
     "scale_by_dowg",
     "scale_by_galore",
     "scale_by_madgrad",
+    "scale_by_normuon",
     "scale_by_muon",
+    "scale_by_shampoo",
     "scale_by_shape",
     "scale_by_simplified_ademamix",
     "scale_by_soap",
@@ -129,6 +144,7 @@ __all__ = [
     "schedule_free_adamw",
     "schedule_free_eval_params",
     "schedule_free_sgd",
+    "shampoo",
     "simplified_ademamix",
     "soap",
     "sophia",

@@ -9,13 +9,12 @@ refuses flat mode at ``init``.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Any, Literal, NamedTuple
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
+from optim_fn.contrib._matrix_layout import leaf_layout, with_adam
 from optim_fn.core import hyperparams as hp
 from optim_fn.core import validation as check
 from optim_fn.core.base import (
@@ -27,17 +26,15 @@ from optim_fn.core.base import (
 from optim_fn.core.hyperparams import Hyperparams
 from optim_fn.core.lift import rule_transform
 from optim_fn.core.validation import checks_once
-from optim_fn.flat._ravel import check_not_flat
 from optim_fn.optimizers import classic
 from optim_fn.optimizers.classic import adamw
-from optim_fn.rules.adam_variants import first_moment_hat
-from optim_fn.rules.classic import moving_average
+from optim_fn.rules import orthogonalize as ortho
+from optim_fn.rules.orthogonalize import MuonDimensionNumbers
 from optim_fn.transforms._combine import chain
-from optim_fn.transforms._partition import partition
 from optim_fn.tree._structure import full_like
 
-_PRECONDITIONINGS = ("frobenius", "spectral", "aol", "schatten")
-_DEFAULT_NS_COEFFS = (3.4445, -4.775, 2.0315)
+_PRECONDITIONINGS = ortho.PRECONDITIONINGS
+_DEFAULT_NS_COEFFS = ortho.NEWTON_SCHULZ_COEFFS
 _DION_NS_COEFFS = (
     (4.0848, -6.8946, 2.927),
     (3.9505, -6.3029, 2.6377),
@@ -45,17 +42,12 @@ _DION_NS_COEFFS = (
     (2.8769, -3.1427, 1.2046),
     (2.8366, -3.0525, 1.2012),
 )
-_NS_PRESETS = {"standard": _DEFAULT_NS_COEFFS, "dion": _DION_NS_COEFFS}
-
-
-class MuonDimensionNumbers(NamedTuple):
-    """Which axes of a weight are its input (``reduction_axis``) and output axes.
-
-    The other axes are batch axes: each slice is orthogonalized on its own.
-    """
-
-    reduction_axis: Sequence[int] | int = 0
-    output_axis: Sequence[int] | int = 1
+_NS_PRESETS = {
+    "standard": _DEFAULT_NS_COEFFS,
+    "dion": _DION_NS_COEFFS,
+    "polar_express": ortho.POLAR_EXPRESS_COEFFS,
+}
+_axes, _fans = ortho.matrix_axes, ortho.matrix_fans
 
 
 class MuonState(NamedTuple):
@@ -68,74 +60,6 @@ class MuonState(NamedTuple):
 class ScaleByShapeState(NamedTuple):
     count: Array
     hyperparams: Hyperparams
-
-
-def _is_dims(x: Any) -> bool:
-    return isinstance(x, MuonDimensionNumbers)
-
-
-def _axes(x: Array, dims: MuonDimensionNumbers) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    def normalize(axes):
-        axes = (axes,) if isinstance(axes, int) else tuple(axes)
-        return tuple(a % x.ndim for a in axes)
-
-    reduction, output = normalize(dims.reduction_axis), normalize(dims.output_axis)
-    if set(reduction) & set(output):
-        raise ValueError(
-            f"muon: the reduction axes {reduction} and output axes {output} of a leaf of "
-            f"shape {x.shape} overlap; they must be disjoint ({dims})"
-        )
-    return reduction, output
-
-
-def _fans(x: Array, dims: MuonDimensionNumbers) -> tuple[int, int]:
-    reduction, output = _axes(x, dims)
-    return math.prod(x.shape[a] for a in reduction), math.prod(x.shape[a] for a in output)
-
-
-def _gram(x: Array) -> Array:
-    return x @ x.T.conj()
-
-
-def _ns_step(x: Array, coeffs: Array) -> Array:
-    a = _gram(x)
-    return coeffs[0] * x + (coeffs[1] * a + coeffs[2] * a @ a) @ x
-
-
-def _aol_first_step(x: Array, coeffs: Array, eps: float) -> Array:
-    # Almost-orthogonal-layer rescaling (Prach & Lampert 2022): rows scaled so that the
-    # Gram matrix has absolute row sums at most 1.
-    a = _gram(x)
-    s = jax.lax.rsqrt(jnp.maximum(jnp.abs(a).sum(axis=-1), eps))[:, None]
-    x, a = x * s, a * s * s.T
-    return coeffs[0] * x + (coeffs[1] * a + coeffs[2] * a @ a) @ x
-
-
-def _schatten_first_step(x: Array, coeffs: Array, eps: float) -> Array:
-    a = _gram(x)
-    s = jax.lax.rsqrt(jnp.maximum(jnp.linalg.norm(a), eps))
-    x, a = x * s, a * s**2
-    return coeffs[0] * x + (coeffs[1] * a + coeffs[2] * a @ a) @ x
-
-
-def _orthogonalize_matrix(x, coeffs, ns_steps, preconditioning, eps):
-    transposed = x.shape[0] > x.shape[1]
-    if transposed:
-        x = x.T
-    if preconditioning == "frobenius":
-        x = x / (jnp.linalg.norm(x) + eps)
-    elif preconditioning == "spectral":
-        x = x / (jnp.linalg.norm(x, ord=2) + eps)
-    coeffs = coeffs.astype(x.dtype)
-    steps = [coeffs] * ns_steps if coeffs.ndim == 1 else list(coeffs)
-    for index, step_coeffs in enumerate(steps):
-        if index == 0 and preconditioning == "aol":
-            x = _aol_first_step(x, step_coeffs, eps)
-        elif index == 0 and preconditioning == "schatten":
-            x = _schatten_first_step(x, step_coeffs, eps)
-        else:
-            x = _ns_step(x, step_coeffs)
-    return x.T if transposed else x
 
 
 def orthogonalize_via_newton_schulz(
@@ -172,66 +96,52 @@ def orthogonalize_via_newton_schulz(
                 "pass `dimension_numbers=MuonDimensionNumbers(reduction_axis, output_axis)`"
             )
         dimension_numbers = MuonDimensionNumbers()
-    reduction, output = _axes(x, dimension_numbers)
-    batch = tuple(a for a in range(x.ndim) if a not in reduction + output)
-    order = batch + reduction + output
-    shape = [x.shape[a] for a in order]
-    flat = x.transpose(order).reshape(
-        math.prod(shape[: len(batch)]),
-        math.prod(x.shape[a] for a in reduction),
-        math.prod(x.shape[a] for a in output),
+    return ortho.orthogonalize(
+        x, ns_coeffs, ns_steps, dimension_numbers, preconditioning=preconditioning, eps=eps
     )
-    result = jax.vmap(
-        lambda m: _orthogonalize_matrix(m, ns_coeffs, ns_steps, preconditioning, eps)
-    )(flat)
-    inverse = sorted(range(x.ndim), key=lambda i: order[i])
-    return result.reshape(shape).transpose(inverse)
-
-
-def _dims_per_leaf(updates: Any, spec: Any) -> list:
-    """The dimension numbers of each (non-None) leaf of ``updates``, in leaf order."""
-    leaves = jax.tree.leaves(updates)
-    if spec is None:
-        return [MuonDimensionNumbers()] * len(leaves)
-    resolved = spec(updates) if callable(spec) else spec
-    with_none = jax.tree.leaves(updates, is_leaf=lambda x: x is None)
-    dims = jax.tree.leaves(resolved, is_leaf=lambda x: x is None or _is_dims(x))
-    if len(dims) != len(with_none):
-        raise ValueError(
-            "muon: the weight dimension numbers must be a tree with one "
-            "MuonDimensionNumbers (or None) per param leaf"
-        )
-    return [d for u, d in zip(with_none, dims, strict=True) if u is not None]
-
-
-def _hashable(dims: MuonDimensionNumbers) -> MuonDimensionNumbers:
-    """The same dimension numbers with tuples for lists (leaves are grouped by them)."""
-    as_tuple = lambda axes: axes if isinstance(axes, int) else tuple(axes)  # noqa: E731
-    return MuonDimensionNumbers(as_tuple(dims.reduction_axis), as_tuple(dims.output_axis))
 
 
 def _muon_rule(
-    grad, mu, *, dims, ns_coeffs, count, beta, one_minus_beta, eps, ns_steps, preconditioning,
-    nesterov, adaptive,
+    grad, mu, *, dims, split_sizes, ns_coeffs, count, beta, one_minus_beta, eps, ns_steps,
+    preconditioning, orthogonalizer, nesterov, bias_correction, adaptive,
 ):
-    """One leaf: momentum, its bias-corrected (Nesterov) form, then its polar factor."""
-    mu = moving_average(grad, mu, beta, one_minus_beta)
-    mu_hat = first_moment_hat(mu, grad, beta, one_minus_beta, count, nesterov)
-    direction = orthogonalize_via_newton_schulz(
-        mu_hat, ns_coeffs, ns_steps, preconditioning, eps, dims
+    """One leaf: momentum, its (bias-corrected, Nesterov) form, then its polar factor."""
+    mu, mu_hat = ortho.muon_momentum(
+        grad, mu, beta=beta, one_minus_beta=one_minus_beta, count=count, nesterov=nesterov,
+        bias_correction=bias_correction,
+    )
+    direction = ortho.orthogonalize(
+        mu_hat, ns_coeffs, ns_steps, dims, method=orthogonalizer,
+        preconditioning=preconditioning, eps=eps, split_sizes=split_sizes,
     )
     if adaptive:
         direction = jnp.sum((mu_hat.conj() * direction).real) * direction
     return direction, mu
 
 
-def _coefficients(where: str, ns_coeffs: Any, ns_steps: int) -> np.ndarray:
+def _coefficients(
+    where: str, ns_coeffs: Any, ns_steps: int, orthogonalizer: str = "newton_schulz"
+) -> np.ndarray:
+    """The coefficient table; Polar Express's by default for that orthogonalizer."""
+    if orthogonalizer not in ortho.ORTHOGONALIZERS:
+        raise ValueError(
+            f"{where}: `orthogonalizer` must be one of {ortho.ORTHOGONALIZERS}, got "
+            f"{orthogonalizer!r}"
+        )
+    if orthogonalizer == "polar_express" and (
+        isinstance(ns_coeffs, tuple) and ns_coeffs == _DEFAULT_NS_COEFFS
+    ):
+        ns_coeffs = "polar_express"
     if isinstance(ns_coeffs, str):
         if ns_coeffs not in _NS_PRESETS:
             raise ValueError(
                 f"{where}: unknown `ns_coeffs` preset {ns_coeffs!r}; use one of "
                 f"{sorted(_NS_PRESETS)} or give the coefficients"
             )
+        if ns_coeffs == "polar_express":
+            # The authors take the first steps of their sequence (the last row repeated).
+            table = _NS_PRESETS[ns_coeffs]
+            return np.asarray([table[min(i, len(table) - 1)] for i in range(ns_steps)])
         ns_coeffs = _NS_PRESETS[ns_coeffs]
     coeffs = np.asarray(ns_coeffs, np.float64)
     if coeffs.ndim > 2 or coeffs.shape[-1] != 3:
@@ -244,6 +154,25 @@ def _coefficients(where: str, ns_coeffs: Any, ns_steps: int) -> np.ndarray:
             )
         coeffs = coeffs[-ns_steps:]
     return coeffs
+
+
+def _check_steps(where: str, ns_steps: Any) -> None:
+    if isinstance(ns_steps, bool) or not isinstance(ns_steps, int) or ns_steps < 1:
+        raise ValueError(f"{where}: `ns_steps` must be an integer >= 1, got {ns_steps!r}")
+
+
+def _check_preconditioning(where: str, preconditioning: Any, orthogonalizer: str) -> None:
+    if preconditioning not in _PRECONDITIONINGS:
+        raise ValueError(
+            f"{where}: `preconditioning` must be one of {_PRECONDITIONINGS}, got "
+            f"{preconditioning!r}"
+        )
+    if preconditioning != "frobenius" and orthogonalizer != "newton_schulz":
+        raise ValueError(
+            f"{where}: `preconditioning={preconditioning!r}` applies to "
+            f"`orthogonalizer='newton_schulz'` only (got {orthogonalizer!r}); leave it "
+            "'frobenius'"
+        )
 
 
 @checks_once
@@ -259,6 +188,9 @@ def scale_by_muon(
     preconditioning: Literal["frobenius", "spectral", "aol", "schatten"] = "frobenius",
     weight_dimension_numbers: Any = None,
     batch_by_shape: bool | None = None,
+    orthogonalizer: str = "newton_schulz",
+    bias_correction: bool = True,
+    split_sizes: Any = None,
 ) -> GradientTransformationExtraArgs:
     """Muon's direction: the orthogonalized (Nesterov) momentum of each matrix.
 
@@ -267,27 +199,35 @@ def scale_by_muon(
         u_t = \\mathrm{NS}(\\hat m_t) \\approx U V^T \\text{ for } \\hat m_t = U S V^T
 
     with :math:`\\hat m_t` bias-corrected (Nesterov form by default, as in
-    :func:`optim_fn.nadam`) and NS the iteration of
-    :func:`orthogonalize_via_newton_schulz`. ``adaptive=True`` scales each leaf by
-    :math:`\\mathrm{Re}\\langle \\hat m_t, u_t\\rangle` (Zhao et al.'s AdaMuon-style
-    scale). ``weight_dimension_numbers``: None (every leaf a matrix), or a tree (or a
-    function of the params returning one) of :class:`MuonDimensionNumbers`.
-    ``batch_by_shape``: orthogonalize the matrices of one shape in one batched call
-    (True), leaf by leaf (False), or batched on accelerators only (None, the default:
-    on the CPU batching trades a third less compile time for a third slower steps).
+    :func:`optim_fn.nadam`; ``bias_correction=False``: :math:`\\beta m_t + (1-\\beta)g_t`
+    or :math:`m_t`, the form of Jordan et al.'s Muon and ``torch.optim.Muon``).
+    ``orthogonalizer``: ``"newton_schulz"`` (the iteration of
+    :func:`orthogonalize_via_newton_schulz`), ``"polar_express"`` (Amsel et al. 2025's
+    per-step coefficients, used when ``ns_coeffs`` is left at its default, after
+    ``X / (1.01 ||X||_F + eps)``), ``"gram_newton_schulz"`` (the same polynomial iterated
+    on the Gram matrix of a wide matrix; optax #1660) or ``"svd"`` (the exact
+    :math:`UV^T`, for tests); see :mod:`optim_fn.rules.orthogonalize`.
+    ``adaptive=True`` scales each leaf by :math:`\\mathrm{Re}\\langle \\hat m_t,
+    u_t\\rangle` (Zhao et al.'s AdaMuon-style scale). ``weight_dimension_numbers``: None
+    (every leaf a matrix), or a tree (or a function of the params returning one) of
+    :class:`MuonDimensionNumbers`; a 4-d convolution kernel is one matrix with its
+    spatial axes flattened into the input: ``MuonDimensionNumbers((0, 1, 2), 3)`` for
+    flax's ``(h, w, in, out)``, ``((1, 2, 3), 0)`` for PyTorch's ``(out, in, h, w)`` (as
+    Jordan et al.'s ``view(len(g), -1)``). ``split_sizes``: cut each matrix's output
+    axis into blocks orthogonalized separately (an int: a block size, e.g. a head's
+    width; a tuple of sizes, e.g. fused Q, K, V; or a tree / function of those per
+    leaf). ``batch_by_shape``: orthogonalize the matrices of one shape in one batched
+    call (True), leaf by leaf (False), or batched on accelerators only (None, the
+    default: on the CPU batching trades a third less compile time for a third slower
+    steps).
     """
     where = "scale_by_muon"
-    if isinstance(ns_steps, bool) or not isinstance(ns_steps, int) or ns_steps < 1:
-        raise ValueError(f"{where}: `ns_steps` must be an integer >= 1, got {ns_steps!r}")
-    coeffs = _coefficients(where, ns_coeffs, ns_steps)
+    _check_steps(where, ns_steps)
+    coeffs = _coefficients(where, ns_coeffs, ns_steps, orthogonalizer)
     check.check_decay(where, "beta", beta)
     check.check_non_negative(where, "eps", eps)
     check.check_dtype(where, "mu_dtype", mu_dtype)
-    if preconditioning not in _PRECONDITIONINGS:
-        raise ValueError(
-            f"{where}: `preconditioning` must be one of {_PRECONDITIONINGS}, got "
-            f"{preconditioning!r}"
-        )
+    _check_preconditioning(where, preconditioning, orthogonalizer)
     return rule_transform(
         _muon_rule,
         MuonState,
@@ -298,13 +238,12 @@ def scale_by_muon(
         static={
             "ns_steps": ns_steps,
             "preconditioning": preconditioning,
+            "orthogonalizer": orthogonalizer,
             "nesterov": nesterov,
+            "bias_correction": bias_correction,
             "adaptive": adaptive,
         },
-        leaf_keywords=lambda updates: [
-            {"dims": _hashable(dims)}
-            for dims in _dims_per_leaf(updates, weight_dimension_numbers)
-        ],
+        leaf_keywords=leaf_layout(weight_dimension_numbers, split_sizes),
         constants={"ns_coeffs": lambda params: jnp.asarray(coeffs, hp.storage_dtype(params))},
         name=where,
         flat_reason="it orthogonalizes each leaf as a matrix",
@@ -312,37 +251,43 @@ def scale_by_muon(
     )
 
 
-def _shape_rule(update, *, fan_in, fan_out, consistent_rms):
-    """One leaf times the factor of its ``fan_in x fan_out`` shape."""
-    if consistent_rms is None:
-        factor = math.sqrt(max(1.0, fan_out / fan_in))
-    else:
-        factor = math.sqrt(max(fan_in, fan_out)) * consistent_rms
-    return ((factor * update).astype(update.dtype),)
+def _shape_rule(update, *, dims, split_sizes, consistent_rms):
+    """One leaf times the factor of its ``fan_in x fan_out`` shape (per output block)."""
+
+    def factor(fan_in, fan_out):
+        if consistent_rms is None:
+            return math.sqrt(max(1.0, fan_out / fan_in))
+        return math.sqrt(max(fan_in, fan_out)) * consistent_rms
+
+    fan_in, fan_out = _fans(update, dims)
+    if split_sizes is None:
+        return ((factor(fan_in, fan_out) * update).astype(update.dtype),)
+    per_output = np.concatenate([np.full(size, factor(fan_in, size)) for size in split_sizes])
+    stack, layout = ortho.to_matrices(update, dims)
+    scaled = ortho.from_matrices(stack * per_output.astype(stack.real.dtype), layout)
+    return (scaled.astype(update.dtype),)
 
 
 @checks_once
 def scale_by_shape(
-    weight_dimension_numbers: Any = None, consistent_rms: float | None = None
+    weight_dimension_numbers: Any = None,
+    consistent_rms: float | None = None,
+    split_sizes: Any = None,
 ) -> GradientTransformationExtraArgs:
     """Scales each matrix's update for its shape.
 
     ``sqrt(max(1, fan_out / fan_in))`` (Jordan et al.'s width transfer) or, with
     ``consistent_rms=r``, ``r sqrt(max(fan_in, fan_out))`` (an update RMS of about ``r``,
     comparable to AdamW's; Liu et al., "Muon is Scalable for LLM Training", 2025).
+    With ``split_sizes`` (as :func:`scale_by_muon`'s) each output block gets the factor
+    of its own ``fan_in x block`` shape, as if it were a separate parameter.
     """
-
-    def fans(updates):
-        dims = _dims_per_leaf(updates, weight_dimension_numbers)
-        pairs = [_fans(u, dim) for u, dim in zip(jax.tree.leaves(updates), dims, strict=True)]
-        return [{"fan_in": fan_in, "fan_out": fan_out} for fan_in, fan_out in pairs]
-
     return rule_transform(
         _shape_rule,
         ScaleByShapeState,
         init_slots=lambda param: (),
         static={"consistent_rms": consistent_rms},
-        leaf_keywords=fans,
+        leaf_keywords=leaf_layout(weight_dimension_numbers, split_sizes),
         name="scale_by_shape",
         flat_reason="it scales each leaf by its matrix's shape",
     )
@@ -370,11 +315,15 @@ def muon(
     muon_weight_dimension_numbers: Any = None,
     consistent_rms: float | None = None,
     batch_by_shape: bool | None = None,
+    orthogonalizer: str = "newton_schulz",
+    bias_correction: bool = True,
+    split_sizes: Any = None,
 ) -> GradientTransformationExtraArgs:
     """Muon for the matrices, AdamW for everything else.
 
     For the Muon params (2-d by default; those with non-None
-    ``muon_weight_dimension_numbers`` otherwise):
+    ``muon_weight_dimension_numbers`` otherwise, e.g. 4-d convolution kernels with
+    their spatial axes flattened into the input axis, see :func:`scale_by_muon`):
 
     .. math::
         p_t = p_{t-1} - \\eta\\left(s\\, \\mathrm{NS}(\\hat m_t) + \\lambda p_{t-1}\\right)
@@ -382,36 +331,21 @@ def muon(
     with :func:`scale_by_muon`'s direction and :func:`scale_by_shape`'s factor ``s``;
     the other params follow :func:`optim_fn.adamw` (``adam_*`` keywords, ``eps``,
     ``adam_learning_rate`` defaulting to ``learning_rate``, Nesterov as ``nesterov``).
-    Defaults: ``ns_coeffs=(3.4445, -4.775, 2.0315)`` (or ``"dion"``), ``ns_steps=5``,
-    ``beta=0.95``, ``nesterov=True``. Reference: Jordan et al., "Muon: An optimizer for
-    hidden layers in neural networks" (2024). A 2-d ``ns_coeffs`` needs at least
-    ``ns_steps`` rows and uses the last ``ns_steps``. PyTorch: ``torch.optim.Muon`` (2.9+)
-    runs Newton-Schulz in bfloat16. Not in flat mode. ``batch_by_shape``: as in
+    Defaults: ``ns_coeffs=(3.4445, -4.775, 2.0315)`` (or ``"dion"``,
+    ``"polar_express"``), ``ns_steps=5``, ``beta=0.95``, ``nesterov=True``,
+    ``orthogonalizer="newton_schulz"`` (or ``"polar_express"``,
+    ``"gram_newton_schulz"``, ``"svd"``), ``bias_correction=True`` (optax's form;
+    False: ``torch.optim.Muon``'s). ``split_sizes``: output blocks orthogonalized and
+    scaled separately. Reference: Jordan et al., "Muon: An optimizer for hidden layers
+    in neural networks" (2024). A 2-d ``ns_coeffs`` needs at least ``ns_steps`` rows
+    and uses the last ``ns_steps``. PyTorch: ``torch.optim.Muon`` (2.9+) runs
+    Newton-Schulz in bfloat16. Not in flat mode. ``batch_by_shape``: as in
     :func:`scale_by_muon` (default: batched on accelerators, leaf by leaf on the CPU).
     """
     check.check_learning_rate("muon", learning_rate)
     if adam_learning_rate is None:
         adam_learning_rate = learning_rate
     spec = muon_weight_dimension_numbers
-
-    def labels(params):
-        if spec is None:
-            return jax.tree.map(lambda x: "muon" if x.ndim == 2 else "adam", params)
-        resolved = spec(params) if callable(spec) else spec
-        with_none, treedef = jax.tree.flatten(params, is_leaf=lambda x: x is None)
-        dims = jax.tree.leaves(resolved, is_leaf=lambda x: x is None or _is_dims(x))
-        if len(dims) != len(with_none):
-            raise ValueError(
-                "muon: `muon_weight_dimension_numbers` must have one MuonDimensionNumbers "
-                "(or None, for AdamW) per param leaf"
-            )
-        return treedef.unflatten(
-            [
-                None if p is None else ("adam" if d is None else "muon")
-                for p, d in zip(with_none, dims, strict=True)
-            ]
-        )
-
     muon_part = chain(
         scale_by_muon(
             ns_coeffs,
@@ -424,8 +358,11 @@ def muon(
             preconditioning=preconditioning,
             weight_dimension_numbers=spec,
             batch_by_shape=batch_by_shape,
+            orthogonalizer=orthogonalizer,
+            bias_correction=bias_correction,
+            split_sizes=split_sizes,
         ),
-        scale_by_shape(spec, consistent_rms),
+        scale_by_shape(spec, consistent_rms, split_sizes),
         classic.add_decayed_weights(weight_decay, weight_decay_mask),
         classic.scale_by_learning_rate(learning_rate),
     )
@@ -439,10 +376,4 @@ def muon(
         weight_decay=adam_weight_decay,
         nesterov=nesterov,
     )
-    split = partition({"muon": muon_part, "adam": adam_part}, labels)
-
-    def init(params):
-        check_not_flat(params, "muon", "it orthogonalizes each 2-d leaf as a matrix")
-        return split.init(params)
-
-    return GradientTransformationExtraArgs(init, split.update)
+    return with_adam("muon", muon_part, adam_part, spec, split_sizes)

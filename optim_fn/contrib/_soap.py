@@ -7,7 +7,8 @@ Every ``precondition_frequency`` steps the bases are refreshed by one power-iter
 step and a QR decomposition. The factors need each leaf's own axes, so SOAP refuses
 flat mode at ``init``.
 
-The Shampoo core (:func:`kronecker_factor`, :func:`project`, :func:`project_back`,
+The Shampoo core (:func:`~optim_fn.rules.shampoo.kronecker_factor`, ``project`` and
+``project_back``, shared with Shampoo in :mod:`optim_fn.rules.shampoo`;
 :func:`initial_eigenbasis`, :func:`refreshed_eigenbasis`) is written on one array, and
 :func:`scale_by_soap`'s rule reads like the algorithm. The numbers follow the authors'
 PyTorch code (github.com/nikhilvyas/SOAP, ``soap.py`` as of commit f42d296, the version
@@ -29,6 +30,7 @@ from optim_fn.core.hyperparams import Hyperparams
 from optim_fn.core.lift import leafwise_transform, refuse_complex, rule_transform
 from optim_fn.core.validation import checks_once
 from optim_fn.flat._ravel import check_not_flat
+from optim_fn.rules.shampoo import kronecker_factor, project, project_back
 from optim_fn.transforms._combine import chain
 
 # Matrix products in full float32 (GPUs default to TF32), so results do not depend on
@@ -113,33 +115,6 @@ def _layout(
 
 # ----------------------------------------------------------------------------------------
 # The Shampoo core, on one array.
-
-
-def kronecker_factor(g: Array, axis: int) -> Array:
-    """:math:`G_{(i)} G_{(i)}^T`: ``g`` contracted with itself over every axis but ``axis``."""
-    others = [a for a in range(g.ndim) if a != axis]
-    return jnp.tensordot(g, g, axes=(others, others), precision=_HIGHEST)
-
-
-def _along(x: Array, q: Array, axis: int, q_axis: int) -> Array:
-    """``x`` with ``axis`` contracted against axis ``q_axis`` of ``q``, kept in place."""
-    return jnp.moveaxis(jnp.tensordot(x, q, axes=([axis], [q_axis]), precision=_HIGHEST), -1, axis)
-
-
-def project(x: Array, bases: tuple, preconditioned: tuple[bool, ...]) -> Array:
-    """Into the eigenbasis: :math:`x \\times_i Q_i^T` over the preconditioned axes."""
-    for axis, (q, active) in enumerate(zip(bases, preconditioned, strict=True)):
-        if active:
-            x = _along(x, q, axis, 0)
-    return x
-
-
-def project_back(x: Array, bases: tuple, preconditioned: tuple[bool, ...]) -> Array:
-    """Out of the eigenbasis: :math:`x \\times_i Q_i`."""
-    for axis, (q, active) in enumerate(zip(bases, preconditioned, strict=True)):
-        if active:
-            x = _along(x, q, axis, 1)
-    return x
 
 
 def initial_eigenbasis(factor: Array) -> Array:
