@@ -767,6 +767,30 @@ CATALOGUE: tuple[Entry, ...] = (
                                            muon_weight_dimension_numbers=MUON_DIMS),
           None, None,
           whole_leaf=True, whole_tree=False, flat=False, complex=False, needs_params=True),
+    # --- Scion (the authors' LIONS-EPFL/scion; tests/test_scion.py checks it against a
+    # NumPy transcription and pytorch_optimizer.SCION)
+    Entry("contrib.scion",
+          lambda: optim_fn.contrib.scion(
+              1e-2, norms={"hidden": "spectral", "bias": "bias_rms", "conv": "spectral_conv"},
+              scales={"hidden": 2.0, "bias": 1.0, "conv": 3.0},
+              labels={"w": "hidden", "b": "bias", "cube": "conv"}, momentum=0.5),
+          None, None,
+          whole_leaf=True, whole_tree=False, flat=False, complex=False, needs_params=True),
+    # --- PSGD Kron (psgd-jax's numbers; tests/test_kron.py checks it step by step). Its
+    # probe vectors are drawn in the params' dtype, per leaf (noise).
+    Entry("contrib.kron",
+          lambda: optim_fn.contrib.kron(1e-2, precond_update_prob=0.5, weight_decay=0.01,
+                                        memory_save_mode="one_diag", merge_small_dims=True),
+          None, None,
+          whole_leaf=True, whole_tree=False, flat=False, complex=False, needs_params=True,
+          noise=True),
+    # --- Dion (microsoft/dion; tests/test_dion.py checks it against a NumPy transcription)
+    Entry("contrib.dion",
+          lambda: optim_fn.contrib.dion(1e-2, rank_fraction=0.5, mu=0.9, weight_decay=0.05,
+                                        qr_method="cqr", cqr_warmup_steps=1,
+                                        dion_weight_dimension_numbers=MUON_DIMS, seed=3),
+          None, None,
+          whole_leaf=True, whole_tree=False, flat=False, complex=False, needs_params=True),
 )
 
 BY_NAME: dict[str, Entry] = {entry.name: entry for entry in CATALOGUE}

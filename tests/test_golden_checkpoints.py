@@ -276,6 +276,9 @@ NOT_OPTIMIZERS = {
         "ShampooState scale_by_shampoo "
         "NorMuonState AdaMuonState scale_by_normuon scale_by_adamuon "
         "QKClipSpec QKClipState qk_clip "
+        "ScionNorm ScionState scale_by_scion "
+        "DionState scale_by_dion "
+        "KronState scale_by_kron precond_update_prob_schedule "
         "differentially_private_aggregate hutchinson_estimator_diag_hessian normalize "
         # functions of arrays or states
         "orthogonalize_via_newton_schulz schedule_free_eval_params"

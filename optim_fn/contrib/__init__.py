@@ -23,6 +23,7 @@ from optim_fn.contrib._complex_valued import (
     split_real_and_imaginary,
 )
 from optim_fn.contrib._dadapt import DAdaptAdamWState, ProdigyState, dadapt_adamw, prodigy
+from optim_fn.contrib._dion import DionState, dion, scale_by_dion
 from optim_fn.contrib._dog import DoGState, DoWGState, dog, dowg, scale_by_dog, scale_by_dowg
 from optim_fn.contrib._galore import (
     GaLoreDimensionNumbers,
@@ -30,6 +31,7 @@ from optim_fn.contrib._galore import (
     galore,
     scale_by_galore,
 )
+from optim_fn.contrib._kron import KronState, kron, precond_update_prob_schedule, scale_by_kron
 from optim_fn.contrib._madgrad import MadgradState, madgrad, scale_by_madgrad
 from optim_fn.contrib._mechanic import MechanicState, mechanize
 from optim_fn.contrib._momo import MomoAdamState, MomoState, momo, momo_adam
@@ -57,6 +59,7 @@ from optim_fn.contrib._schedule_free import (
     schedule_free_eval_params,
     schedule_free_sgd,
 )
+from optim_fn.contrib._scion import ScionNorm, ScionState, scale_by_scion, scion
 from optim_fn.contrib._shampoo import ShampooState, scale_by_shampoo, shampoo
 from optim_fn.contrib._soap import SoapState, scale_by_soap, soap
 from optim_fn.contrib._sophia import (
@@ -73,11 +76,13 @@ __all__ = [
     "COCOBState",
     "DAdaptAdamWState",
     "DifferentiallyPrivateAggregateState",
+    "DionState",
     "DoGState",
     "DoWGState",
     "GaLoreDimensionNumbers",
     "GaLoreState",
     "HutchinsonState",
+    "KronState",
     "MadgradState",
     "MechanicState",
     "MomoAdamState",
@@ -96,6 +101,8 @@ __all__ = [
     "ScaleByShapeState",
     "ScaleBySimplifiedAdEMAMixState",
     "ScheduleFreeState",
+    "ScionNorm",
+    "ScionState",
     "ShampooState",
     "SoapState",
     "SophiaState",
@@ -107,11 +114,13 @@ __all__ = [
     "cocob",
     "dadapt_adamw",
     "differentially_private_aggregate",
+    "dion",
     "dog",
     "dowg",
     "dpsgd",
     "galore",
     "hutchinson_estimator_diag_hessian",
+    "kron",
     "madgrad",
     "mechanize",
     "momo",
@@ -120,6 +129,7 @@ __all__ = [
     "normalize",
     "normuon",
     "orthogonalize_via_newton_schulz",
+    "precond_update_prob_schedule",
     "prodigy",
     "qk_clip",
     "reduce_on_plateau",
@@ -129,12 +139,15 @@ __all__ = [
     "scale_by_ademamix",
     "scale_by_adopt",
     "scale_by_cocob",
+    "scale_by_dion",
     "scale_by_dog",
     "scale_by_dowg",
     "scale_by_galore",
+    "scale_by_kron",
     "scale_by_madgrad",
     "scale_by_normuon",
     "scale_by_muon",
+    "scale_by_scion",
     "scale_by_shampoo",
     "scale_by_shape",
     "scale_by_simplified_ademamix",
@@ -144,6 +157,7 @@ __all__ = [
     "schedule_free_adamw",
     "schedule_free_eval_params",
     "schedule_free_sgd",
+    "scion",
     "shampoo",
     "simplified_ademamix",
     "soap",
