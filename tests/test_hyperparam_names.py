@@ -270,3 +270,16 @@ def test_schedule_free_eval_params_on_nnx_state_match_the_plain_tree():
     for got, want in zip(jax.tree.leaves(evaluated), expected, strict=True):
         np.testing.assert_allclose(np.asarray(got), want, rtol=1e-6)
     assert not np.allclose(jax.tree.leaves(evaluated)[0], jax.tree.leaves(plain_params)[0])
+
+
+def test_schedule_free_warms_up_a_scheduled_learning_rate():
+    # A schedule with warmup_steps raised in warmup_constant_schedule before.
+    schedule = optim_fn.linear_schedule(1e-2, 5e-3, transition_steps=10)
+    opt = contrib.schedule_free_sgd(schedule, warmup_steps=4)
+    state, params, seen = opt.init(PARAMS), PARAMS, []
+    for _ in range(6):
+        updates, state = opt.update(grads_at(params), state, params)
+        params = optax.apply_updates(params, updates)
+        seen.append(float(optim_fn.get_hyperparams(state)["learning_rate"]))
+    expected = [min(t / 4, 1.0) * float(schedule(t)) for t in range(6)]
+    np.testing.assert_allclose(seen, expected, rtol=1e-6)

@@ -226,7 +226,7 @@ def test_partition_groups_equal_separate_runs_bitwise():
                         strict=True):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     hyper = optim_fn.get_hyperparams(state)
-    assert float(hyper["inner_states.enc.1.learning_rate"]) == pytest.approx(1e-2)
+    assert float(hyper["enc.learning_rate"]) == pytest.approx(1e-2)
     assert float(hyper["momentum"]) == pytest.approx(0.9)
 
 

@@ -190,7 +190,12 @@ def _schedule_free(
 def _warmed_up(learning_rate: ScalarOrSchedule, warmup_steps: int | None) -> ScalarOrSchedule:
     if warmup_steps is None:
         return learning_rate
-    return warmup_constant_schedule(0.0, learning_rate, warmup_steps)
+    if not callable(learning_rate):
+        return warmup_constant_schedule(0.0, learning_rate, warmup_steps)
+    # A schedule is warmed up by a factor rising linearly from 0 to 1 (optax's
+    # annotation admits numbers only, so it has no rule to follow here).
+    factor = warmup_constant_schedule(0.0, 1.0, warmup_steps)
+    return lambda count: factor(count) * learning_rate(count)
 
 
 @checks_once

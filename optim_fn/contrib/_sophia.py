@@ -164,10 +164,16 @@ def scale_by_sophia(
     check.check_non_negative(where, "gamma", gamma)
     if clip_threshold is not None:
         check.check_non_negative(where, "clip_threshold", clip_threshold)
+    # inject_hyperparams hands integer arguments over as int32 arrays (traced under jit).
+    is_integer = isinstance(update_interval, int) or (
+        hasattr(update_interval, "dtype")
+        and jnp.issubdtype(update_interval.dtype, jnp.integer)
+        and jnp.ndim(update_interval) == 0
+    )
     if (
         isinstance(update_interval, bool)
-        or not isinstance(update_interval, int)
-        or (update_interval < 1)
+        or not is_integer
+        or (not isinstance(update_interval, jax.core.Tracer) and update_interval < 1)
     ):
         raise ValueError(
             f"{where}: `update_interval` must be an integer >= 1, got {update_interval!r}"

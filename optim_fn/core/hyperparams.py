@@ -152,6 +152,15 @@ def _found(state: OptState) -> list[_Found]:
         found += [
             _Found(path, k, v, read_only, owner, k in mirrors) for k, v, read_only in entries
         ]
+    # Copies below a wrapper that refreshes them (inject_hyperparams) are hidden too.
+    for outer in [item for item in found if getattr(item.owner, "shadows_inner_hyperparams", 0)]:
+        for i, item in enumerate(found):
+            if (
+                item.name == outer.name
+                and len(item.path) > len(outer.path)
+                and item.path[: len(outer.path)] == outer.path
+            ):
+                found[i] = item._replace(hidden=True)
     return found
 
 
@@ -263,17 +272,20 @@ def _targets(found: list[_Found], names: dict[int, str], key: str) -> list[int]:
         chosen = chosen or [
             i for i, item in enumerate(found) if not item.hidden and key in _forms(item)[1:]
         ]
-    # A mirror above a chosen block (schedule-free's copy of its base's learning rate).
+    # Hidden copies of a chosen value, above it (schedule-free's copy of its base's
+    # learning rate) or below it (the blocks inside inject_hyperparams).
     mirrors = [
         j
         for j, item in enumerate(found)
         if item.hidden
-        and any(
-            found[i].name == item.name and found[i].path[: len(item.path)] == item.path
-            for i in chosen
-        )
+        and any(found[i].name == item.name and _nested(found[i].path, item.path) for i in chosen)
     ]
     return chosen + mirrors
+
+
+def _nested(path: tuple, other: tuple) -> bool:
+    shorter = min(len(path), len(other))
+    return path[:shorter] == other[:shorter]
 
 
 def set_hyperparams(state: OptState, **new_values: Any) -> OptState:

@@ -43,8 +43,8 @@ class ScaleByPolyakState(NamedTuple):
 
 def _polyak_rule(updates, step_size, *, value, f_min, max_learning_rate, eps, variant):
     """The whole tree scaled by one Polyak step; ``step_size`` keeps it for logging."""
-    if value is None:
-        raise ValueError(
+    if value is None:  # a missing argument: TypeError, as in optax and Python
+        raise TypeError(
             "scale_by_polyak needs the loss: call `update(grads, state, params, value=loss)` "
             "(e.g. with `loss, grads = jax.value_and_grad(f)(params)`)"
         )

@@ -236,7 +236,13 @@ def cosine_decay_schedule(
     _check_real(where, "exponent", exponent)
 
     def schedule(count: Array) -> Array:
-        remaining = decay_steps - jnp.clip(jnp.asarray(count), 0, decay_steps)
+        if decay_steps > jnp.iinfo(jnp.int32).max:
+            # Longer than a step count (int32) can reach: counted in floats, since
+            # ``decay_steps - count`` in int32 would overflow (optax's test uses 1e10).
+            elapsed = _as_float(jnp.maximum(jnp.asarray(count), 0))
+            remaining = jnp.asarray(float(decay_steps), elapsed.dtype) - elapsed
+        else:
+            remaining = decay_steps - jnp.clip(jnp.asarray(count), 0, decay_steps)
         cosine = _cosine_weight(remaining, decay_steps)
         return init_value * ((1 - alpha) * cosine**exponent + alpha)
 

@@ -145,8 +145,11 @@ def lookahead(
         )
         if reset_state:
             fresh = fast_optimizer.init(params.fast)
+            # A state may hold Python scalars (a bool flag): jnp.asarray reads their dtype.
             fast_state = jax.tree.map(
-                lambda current, initial: jnp.where(sync, initial, current).astype(current.dtype),
+                lambda current, initial: jnp.where(sync, initial, current).astype(
+                    jnp.asarray(current).dtype
+                ),
                 fast_state,
                 fresh,
             )

@@ -103,6 +103,20 @@ def _merge(keep: Any, original: Any, new: Any) -> Any:
     return jnp.where(keep, new, original)
 
 
+def is_mask_function(mask: Any) -> bool:
+    """Whether ``mask`` is a function of the params rather than a tree of bools.
+
+    As in optax: a tree whose leaves are all callable (a plain function is such a tree).
+    A callable tree of bools, like an equinox module, is a tree and is read as one.
+    """
+    flags = jax.tree.leaves(jax.tree.map(callable, mask))
+    return bool(flags) and all(flags)
+
+
+def _has_no_leaves(params: Any) -> bool:
+    return not jax.tree.leaves(params, is_leaf=lambda x: x is None)
+
+
 @checks_once
 def masked(
     inner: GradientTransformation, mask: Any | Callable[[Params], Any]
@@ -116,13 +130,19 @@ def masked(
     ``inner`` whole and is merged elementwise (ravel with ``groups`` to avoid that).
     """
     inner = with_extra_args(inner)
+    mask_is_function = is_mask_function(mask)
 
     def mask_for(tree):
         if is_flat(tree):
             return FlatTree(tuple(buffer_masks(tree, mask)), tree.layout)
-        return _full_mask(mask(tree) if callable(mask) else mask, tree)
+        return _full_mask(mask(tree) if mask_is_function else mask, tree)
 
     def init(params: Params) -> MaskedState:
+        if _has_no_leaves(params) and not _has_no_leaves(mask):
+            # A tree without leaves that the mask cannot describe: the stand-in params
+            # with which optax.tree_map_params (and others) find where the state holds
+            # copies of the params. Nothing to mask, and the inner state keeps it.
+            return MaskedState(inner.init(params))
         return MaskedState(inner.init(_select(mask_for(params), params)))
 
     def update(updates: Updates, state: MaskedState, params: Params = None, **extra_args):

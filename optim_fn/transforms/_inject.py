@@ -11,11 +11,14 @@ same for a transform of another library (or your own), wrap its factory::
 Same name and keywords as :func:`optax.inject_hyperparams`. The numeric arguments are
 stored in the state as a :class:`~optim_fn.core.hyperparams.Hyperparams` (float32, or the
 params' dtype when wider; ints as int32), so :func:`optim_fn.get_hyperparams` and
-:func:`optim_fn.set_hyperparams` work on it. Unlike optax, float hyperparameters are
-never stored narrower than float32 (optax uses the params' dtype, so with bf16 params
-``b2=0.999`` becomes 1.0, optax issue #1414). Callables are schedules of the step count
-(0 at the first update) unless named in ``static_args``; bools, strings and ``None``
-are passed through as they are.
+:func:`optim_fn.set_hyperparams` work on it, and it also reads and assigns like optax's
+dict (``state.hyperparams["b1"] = 0.95``, see :class:`InjectedHyperparams`). An optim_fn
+transform inside keeps its hyperparameters in its own state: at every step they are
+replaced by the injected values, so a schedule reaches it (as it reaches optax's).
+Unlike optax, float hyperparameters are never stored narrower than float32 (optax uses
+the params' dtype, so with bf16 params ``b2=0.999`` becomes 1.0, optax issue #1414).
+Callables are schedules of the step count (0 at the first update) unless named in
+``static_args``; bools, strings, ``None`` and PRNG keys are passed through as they are.
 """
 
 from __future__ import annotations
@@ -41,18 +44,78 @@ from optim_fn.core.numerics import safe_increment
 from optim_fn.core.validation import checks_once
 
 
-class InjectHyperparamsState(NamedTuple):
+class InjectedHyperparams(Hyperparams):
+    """:class:`~optim_fn.core.hyperparams.Hyperparams` that also read like optax's dict.
+
+    ``state.hyperparams["learning_rate"]`` reads the value used at the latest step,
+    ``state.hyperparams["b2"] = 0.95`` sets a number for the next steps (as in optax, a
+    scheduled one is overwritten by its schedule), and ``in``, ``keys()``, ``items()``
+    and ``get()`` work as on a dict. (``.values`` is the field of the numbers given as
+    numbers, not a method.) In the state it is the same tree as ``Hyperparams``, so
+    checkpoints written before it existed restore into it.
+    """
+
+    __slots__ = ()
+
+    def _holder(self, name: str) -> dict:
+        for holder in (self.values, self.scheduled):
+            if name in holder:
+                return holder
+        raise KeyError(f"no hyperparameter {name!r}; these are: {list(self.keys())}")
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, str):
+            return self._holder(key)[key]
+        return super().__getitem__(key)
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        holder = self._holder(name)
+        # Same dtype as before, so a jitted step does not trace again.
+        holder[name] = jnp.asarray(value, jnp.asarray(holder[name]).dtype)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.values or name in self.scheduled
+
+    def keys(self):
+        return {**self.values, **self.scheduled}.keys()
+
+    def items(self):
+        return {**self.values, **self.scheduled}.items()
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self[name] if name in self else default
+
+
+class _InjectHyperparamsFields(NamedTuple):
+    count: Array
+    hyperparams: InjectedHyperparams
+    inner_state: Any
+
+
+class InjectHyperparamsState(_InjectHyperparamsFields):
     """State of a transform built by :func:`inject_hyperparams`.
 
     Attributes:
       count: updates so far (the step count schedules see).
-      hyperparams: the numeric arguments and the latest scheduled values.
+      hyperparams: the numeric arguments and the latest scheduled values; reads and
+        assigns like optax's dict (``state.hyperparams["learning_rate"]``, see
+        :class:`InjectedHyperparams`).
       inner_state: the wrapped transform's state.
     """
 
-    count: Array
-    hyperparams: Hyperparams
-    inner_state: Any
+    __slots__ = ()
+    # The wrapped optim_fn blocks keep copies of the injected values, refreshed at every
+    # step: get_hyperparams reports each value once, and setting it sets the copies too.
+    shadows_inner_hyperparams = True
+
+    def __new__(cls, count: Any, hyperparams: Any, inner_state: Any):
+        # Whoever rebuilds the state (jax's unflatten, set_hyperparams, a checkpoint
+        # restore) may hand back plain Hyperparams: keep the dict-like reading.
+        if isinstance(hyperparams, Hyperparams) and not isinstance(
+            hyperparams, InjectedHyperparams
+        ):
+            hyperparams = InjectedHyperparams(*hyperparams)
+        return super().__new__(cls, count, hyperparams, inner_state)
 
 
 def _is_number(value: Any) -> bool:
@@ -60,7 +123,12 @@ def _is_number(value: Any) -> bool:
         return False
     if isinstance(value, (int, float, np.number)):
         return True
-    return isinstance(value, (np.ndarray, jax.Array)) and np.ndim(value) == 0
+    # A typed PRNG key is data, not a number: it is passed through as it is.
+    return (
+        isinstance(value, (np.ndarray, jax.Array))
+        and np.ndim(value) == 0
+        and jnp.issubdtype(value.dtype, jnp.number)
+    )
 
 
 def _is_integer(value: Any) -> bool:
@@ -78,8 +146,52 @@ def _keep_dtypes(new_state: Any, old: InjectHyperparamsState) -> Any:
     old_state = old.inner_state
     if jax.tree.structure(new_state) != jax.tree.structure(old_state):
         return new_state
-    return jax.tree.map(lambda n, o: jnp.asarray(n).astype(jnp.asarray(o).dtype),
-                        new_state, old_state)
+
+    def cast(new: Any, old: Any) -> Any:
+        old_dtype = jnp.asarray(old).dtype
+        if not jnp.issubdtype(old_dtype, jnp.number):  # keys, bools: as they are
+            return new
+        return jnp.asarray(new).astype(old_dtype)
+
+    return jax.tree.map(cast, new_state, old_state)
+
+
+def _float_like(updates: Any) -> Any:
+    """``updates`` with integer leaves as float32: a stand-in for params at ``init``
+    (which refuses integer params) when ``update`` is called without params."""
+    return jax.tree.map(
+        lambda u: u if jnp.issubdtype(jnp.asarray(u).dtype, jnp.inexact)
+        else jnp.asarray(u, jnp.float32),
+        updates,
+    )
+
+
+def _is_holder(node: Any) -> bool:
+    return isinstance(node, Hyperparams)
+
+
+def _with_hyperparams_of(inner_state: Any, fresh_state: Any) -> Any:
+    """``inner_state`` with each of its ``Hyperparams`` taken from ``fresh_state``.
+
+    optim_fn's transforms read their hyperparameters from their state, not from the
+    arguments they were built with; ``fresh_state`` (the inner ``init`` with this step's
+    values) holds them, under whatever names the inner transform stores them.
+    """
+    if jax.tree.structure(inner_state, is_leaf=_is_holder) != jax.tree.structure(
+        fresh_state, is_leaf=_is_holder
+    ):
+        raise ValueError(
+            "inject_hyperparams: the wrapped transform's state changed its structure "
+            "since init, so its hyperparameters cannot be replaced at each step; wrap a "
+            "transform whose state keeps its structure"
+        )
+
+    def take(old: Any, new: Any) -> Any:
+        if not _is_holder(old):
+            return old
+        return jax.tree.map(lambda n, o: jnp.asarray(n).astype(o.dtype), new, old)
+
+    return jax.tree.map(take, inner_state, fresh_state, is_leaf=_is_holder)
 
 
 @checks_once
@@ -139,8 +251,7 @@ def inject_hyperparams(
                 )
             return transform
 
-        def run(hyperparams: Hyperparams):
-            transform = build(hyperparams)
+        def run(transform: GradientTransformation):
             if isinstance(transform, GradientTransformationExtraArgs):
                 return transform.update
             return lambda u, s, p=None, **extra: transform.update(u, s, p)
@@ -151,7 +262,7 @@ def inject_hyperparams(
         def init(params) -> InjectHyperparamsState:
             dtype = jnp.dtype(hyperparam_dtype or hp.storage_dtype(params))
             count = jnp.zeros([], jnp.int32)
-            hyperparams = Hyperparams(
+            hyperparams = InjectedHyperparams(
                 {name: store(name, v, dtype) for name, v in numbers.items()},
                 evaluate(count, dtype),
                 {},
@@ -160,14 +271,23 @@ def inject_hyperparams(
 
         def update(updates, state: InjectHyperparamsState, params=None, **extra_args):
             current = state.hyperparams
+            # A number put in the state as a Python float or int is stored like the
+            # ones init stored; schedules are read at this step's count.
+            values = {
+                name: v if hasattr(v, "dtype") else store(name, v, hyperparam_dtype or jnp.float32)
+                for name, v in current.values.items()
+            }
             scheduled = {
-                name: jnp.asarray(s(state.count)).astype(current.scheduled[name].dtype)
+                name: jnp.asarray(s(state.count)).astype(jnp.asarray(current.scheduled[name]).dtype)
                 for name, s in schedules.items()
             }
-            hyperparams = Hyperparams(current.values, scheduled, {})
-            new_updates, inner_state = run(hyperparams)(
-                updates, state.inner_state, params, **extra_args
-            )
+            hyperparams = InjectedHyperparams(values, scheduled, {})
+            transform = build(hyperparams)
+            inner_state = state.inner_state
+            if any(_is_holder(node) for node in jax.tree.leaves(inner_state, is_leaf=_is_holder)):
+                fresh = transform.init(params if params is not None else _float_like(updates))
+                inner_state = _with_hyperparams_of(inner_state, fresh)
+            new_updates, inner_state = run(transform)(updates, inner_state, params, **extra_args)
             return new_updates, InjectHyperparamsState(
                 safe_increment(state.count), hyperparams, _keep_dtypes(inner_state, state)
             )

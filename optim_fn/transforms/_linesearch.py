@@ -186,7 +186,8 @@ def scale_by_backtracking_linesearch(
                value_fn=None, **extra_args):
         check_call(where, params, value, grad, value_fn)
         loss = scalar_loss(where, value_fn, has_aux, split_fn_kwargs(where, value_fn, extra_args))
-        dtype = state.learning_rate.dtype
+        # The state's dtype is the params' (a step size set as a Python float included).
+        dtype = real_dtype(params)
         value = jnp.asarray(value).astype(dtype)
         slope = tree_real_vdot(updates, grad).astype(dtype)
 
@@ -291,21 +292,25 @@ def value_and_grad_from_state(
     def value_and_grad(params: Params, *args: Any, state: Any, **kwargs: Any):
         holders = _find_value_and_grad(state)
         if len(holders) != 1 or holders[0].grad is None:
-            raise ValueError(
+            message = (
                 "value_and_grad_from_state: the optimizer state must hold exactly one line "
                 "search state with a stored value and gradient (scale_by_zoom_linesearch, "
                 "or scale_by_backtracking_linesearch with store_grad=True); found "
                 f"{len(holders)}"
             )
+            # Several: ambiguous, a KeyError as optax's (a lookup by name); none: the
+            # state is the wrong kind, a ValueError as optax's.
+            raise KeyError(message) if len(holders) > 1 else ValueError(message)
         stored_value, stored_grad = holders[0].value, holders[0].grad
         compute = jax.value_and_grad(value_fn, has_aux=has_aux)
 
         def recompute():
             out, g = compute(params, *args, **kwargs)
-            g = jax.tree.map(lambda a, b: a.astype(b.dtype), g, stored_grad)
+            g = jax.tree.map(lambda a, b: jnp.asarray(a).astype(b.dtype), g, stored_grad)
+            # jnp.asarray: a loss may come back as a Python float (a constant function).
             if has_aux:
-                return (out[0].astype(stored_value.dtype), out[1]), g
-            return out.astype(stored_value.dtype), g
+                return (jnp.asarray(out[0]).astype(stored_value.dtype), out[1]), g
+            return jnp.asarray(out).astype(stored_value.dtype), g
 
         def reuse():
             if has_aux:

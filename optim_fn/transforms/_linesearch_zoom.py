@@ -166,12 +166,15 @@ def scale_by_zoom_linesearch(
         check_call(where, params, value, grad, value_fn)
         loss = scalar_loss(where, value_fn, has_aux, split_fn_kwargs(where, value_fn, extra_args))
         value_and_grad = jax.value_and_grad(loss)
-        dtype = state.learning_rate.dtype
+        # The state's dtype is the params' (a step size set as a Python float included).
+        dtype = real_dtype(params)
         grad = jax.tree.map(lambda g, p: jnp.asarray(g).astype(p.dtype), grad, state.grad)
         value0 = jnp.asarray(value).astype(dtype)
         slope0 = tree_real_vdot(updates, grad).astype(dtype)
         guess = (
-            jnp.ones([], dtype) if initial_guess_strategy == "one" else state.learning_rate
+            jnp.ones([], dtype)
+            if initial_guess_strategy == "one"
+            else jnp.asarray(state.learning_rate, dtype)
         )
         # A previous search that found nothing leaves 0; growing from 0 would stay at 0.
         guess = jnp.where(guess > 0, guess, 1.0).astype(dtype)
@@ -289,16 +292,7 @@ def scale_by_zoom_linesearch(
         point = _select(use_safe, end.safe, end.current)
         point = _select(stay, origin, point)
         if verbose:
-            report_failure(
-                end.failed,
-                f"{where}: no step met the strong Wolfe conditions in {{evaluations}} "
-                "evaluations (decrease error {decrease}, curvature error {curvature}); "
-                "taking step {step}",
-                evaluations=end.evaluations,
-                decrease=end.decrease_error,
-                curvature=end.curvature_error,
-                step=point.step,
-            )
+            _report(where, end, point, origin, tol, max_linesearch_steps)
         final_grad = _select(use_safe, end.safe_grad, _select(stay, grad, end.grad))
         scaled = jax.tree.map(lambda u: (point.step * u).astype(u.dtype), updates)
         return scaled, ScaleByZoomLinesearchState(
@@ -309,6 +303,52 @@ def scale_by_zoom_linesearch(
         )
 
     return GradientTransformationExtraArgs(init, update)
+
+
+# The reasons a search ends without meeting the strong Wolfe conditions, in optax's words
+# (so that logs read the same whichever library ran the search).
+NOT_A_DESCENT_DIRECTION = (
+    "The linesearch failed because the provided direction is not a descent direction. "
+    "Pass updates u with <u, grad> < 0 (e.g. -grad)."
+)
+NO_STEPSIZE_FOUND = "Linesearch failed, no stepsize satisfying sufficient decrease found."
+INTERVAL_NOT_FOUND = (
+    "No interval satisfying curvature condition. "
+    "Consider increasing maximal possible stepsize of the linesearch."
+)
+CURVATURE_COND_NOT_SATISFIED = (
+    "Returning stepsize with sufficient decrease but curvature condition not satisfied."
+)
+INTERVAL_TOO_SMALL = "Length of searched interval has been reduced below threshold."
+
+
+def _report(where: str, end: _Search, point: _Point, origin: _Point, tol: float,
+            max_steps: int) -> None:
+    """Prints (also under jit) why the search did not meet the strong Wolfe conditions."""
+    prefix = (
+        f"{where}: no step met the strong Wolfe conditions in {{evaluations}} evaluations "
+        "(decrease error {decrease}, curvature error {curvature}); taking step {step}. "
+    )
+    values = dict(
+        evaluations=end.evaluations,
+        decrease=end.decrease_error,
+        curvature=end.curvature_error,
+        step=point.step,
+    )
+    unmet = jnp.maximum(end.decrease_error, end.curvature_error) > tol
+    # Stopped at max_learning_rate before bracketing: it decreases, but not enough slope.
+    capped = end.done & unmet
+    sufficient = end.safe.step > 0
+    narrow = end.failed & (end.evaluations < max_steps)
+    reasons = (
+        (unmet & (origin.slope >= 0), NOT_A_DESCENT_DIRECTION),
+        (end.failed & ~sufficient, NO_STEPSIZE_FOUND),
+        (capped, f"{INTERVAL_NOT_FOUND} {CURVATURE_COND_NOT_SATISFIED}"),
+        (narrow, f"{INTERVAL_TOO_SMALL} {CURVATURE_COND_NOT_SATISFIED}"),
+        (end.failed & sufficient & ~narrow, CURVATURE_COND_NOT_SATISFIED),
+    )
+    for when, reason in reasons:
+        report_failure(when, prefix + reason, **values)
 
 
 def _select(flag: Array, if_true: Any, if_false: Any) -> Any:

@@ -47,6 +47,7 @@ from optim_fn.core.base import (
 )
 from optim_fn.core.validation import checks_once
 from optim_fn.flat._ravel import FlatTree, is_flat
+from optim_fn.transforms._combine import is_mask_function
 from optim_fn.tree._paths import broadcast_to_tree
 
 
@@ -224,7 +225,7 @@ def selective_transform(
     """
 
     def labels(params: Params) -> Any:
-        given = freeze_mask(params) if callable(freeze_mask) else freeze_mask
+        given = freeze_mask(params) if is_mask_function(freeze_mask) else freeze_mask
         full = broadcast_to_tree(given, params, what="freeze_mask")
         return jax.tree.map(lambda frozen: "freeze" if frozen else "train", full)
 
