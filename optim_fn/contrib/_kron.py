@@ -265,7 +265,8 @@ def scale_by_kron(
         dtype = jnp.promote_types(param.dtype, jnp.float32)
         dtype = dtype if precond_dtype is None else jnp.dtype(precond_dtype)
         mu_type = param.dtype if mu_dtype is None else jnp.dtype(mu_dtype)
-        mu = jnp.zeros(param.shape, mu_type) if use_momentum else jnp.zeros((0,), mu_type)
+        # zeros_like: the momentum is placed like its param (sharded under FSDP).
+        mu = jnp.zeros_like(param, dtype=mu_type) if use_momentum else jnp.zeros((0,), mu_type)
         return mu, rules.init_factors(shape, diagonal, float(precond_init_scale), dtype)
 
     prob = _shifted(precond_update_prob) if callable(precond_update_prob) else precond_update_prob

@@ -111,7 +111,7 @@ def init_slots(param: Array, options: dict) -> tuple:
         tuple(jnp.tile(jnp.eye(group.shape[a], dtype=dtype), (group.size, 1, 1)) for a in axes)
         for group in where.groups
     )
-    zeros = jnp.zeros(param.shape, dtype)
+    zeros = jnp.zeros_like(param, dtype=dtype)  # placed like its param (FSDP)
     return (
         factors,
         preconditioners,
