@@ -147,7 +147,7 @@ def test_a_2d_problem_starts_where_the_command_line_says(tmp_path):
 
 @pytest.mark.parametrize("args,message", [
     (["--optimizers", "adamx"], "valid optimizers: " + ", ".join(OPTIMIZERS) + ", lion, "),
-    (["--optimizers", "adamx"], ", galore; groups: classic, modern, all\n"),
+    (["--optimizers", "adamx"], ", dion, scion; groups: classic, modern, matrix, all\n"),
     (["--optimizers", "modern:b1=0.8"], "'modern' is a group of optimizers (lion, lamb"),
     (["--optimizers", "sgd", "classic"], "each optimizer may appear once"),
     (["--problems", "banana"], "valid problems: rosenbrock, beale, himmelblau"),
@@ -197,7 +197,7 @@ def test_bare_command_prints_the_help_and_runs_nothing(monkeypatch, tmp_path, ca
     monkeypatch.chdir(tmp_path)
     assert cli.main([]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("usage: optim-fn") and "{compare,list}" in out and "examples:" in out
+    assert out.startswith("usage: optim-fn") and "{compare,list," in out and "examples:" in out
     result = _module(cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout == out
@@ -312,7 +312,9 @@ def test_legend_of_30_series_sits_outside_the_axes(draw):
 
 @pytest.mark.parametrize("texts,expected", [
     (["modern"], list(registry.MODERN_OPTIMIZERS)),
-    (["all"], OPTIMIZERS + list(registry.MODERN_OPTIMIZERS)),
+    (["all"], OPTIMIZERS + list(registry.MODERN_OPTIMIZERS)
+     + ["normuon", "adamuon", "kron", "dion", "scion"]),
+    (["matrix"], ["adamw", "muon", "normuon", "adamuon", "kron", "dion", "scion"]),
     (["sgd", "modern"], ["sgd", *registry.MODERN_OPTIMIZERS]),
     (["classic"], OPTIMIZERS),
 ])

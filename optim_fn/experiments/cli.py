@@ -23,9 +23,11 @@ examples:
   optim-fn compare --problems rosenbrock quadratic:condition_number=100 --steps 500
   optim-fn compare --optimizers sgd adam:learning_rate=3e-3 adam:learning_rate=3e-2
   optim-fn compare --problems digits quadratic --optimizers modern
+  optim-fn compare --problems digits --optimizers matrix --seeds 2
   optim-fn compare --problems linear --batch stochastic --seeds 5
   optim-fn compare --problems rosenbrock:start=-1.5/2 himmelblau:start=0/0
   optim-fn list
+  optim-fn benchmark --workloads logistic digits_cnn --optimizers sgd adam --trials 4
 """
 
 
@@ -68,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"optim_fn {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="{compare,list}")
+    commands = parser.add_subparsers(dest="command", metavar="{compare,list,benchmark}")
 
     compare = commands.add_parser(
         "compare",
@@ -124,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.set_defaults(command_parser=compare)
     commands.add_parser("list", help="list the problems and optimizers with their options")
+    from optim_fn.experiments.benchmark.command import add_parser as add_benchmark
+
+    add_benchmark(commands, _positive)  # `optim-fn benchmark`: benchmark/command.py
     return parser
 
 
@@ -216,6 +221,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(describe())
         return 0
+    if args.command == "benchmark":
+        from optim_fn.experiments.benchmark.command import run as run_benchmark
+
+        return run_benchmark(args, argv)
     return _run_compare(args, argv)
 
 

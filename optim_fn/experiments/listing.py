@@ -113,6 +113,28 @@ OPTIMIZER_FORMULAS: dict[str, str] = {
     "galore": "matrices: P from an SVD of g every update_proj_gap steps (rank columns), "
     "Adam on P^T*g, back-projected times scale; other leaves: Adam; "
     "p <- p - lr*(u + weight_decay*p)",
+    "normuon": "matrices: m <- beta*m + (1-beta)*g, O = NS(beta*m + (1-beta)*g); "
+    "v <- b2*v + (1-b2)*mean over inputs of O^2 (one per output); u = O/(sqrt(v) + eps) "
+    "rescaled to |O|; p <- p - lr*(s*u + weight_decay*p), s = sqrt(max(1, n_out/n_in)); "
+    "other leaves: AdamW with adam_b1, adam_b2, adam_eps",
+    "adamuon": "matrices: m <- beta*m + (1-beta)*g, O = NS(beta*m + (1-beta)*g); "
+    "v <- b2*v + (1-b2)*O^2; u = O / (sqrt(v/(1-b2^t)) + eps), rescaled to RMS rms_scale; "
+    "p <- p - lr*(u + weight_decay*p); other leaves: AdamW with adam_b1, adam_b2, adam_eps",
+    "shampoo": "per block of order k: L_i <- b2*L_i + w*G_(i)*G_(i)^T (w = 1 if b2 = 1: a sum, "
+    "else 1-b2), one factor per axis; F <- b1*F + (1-b1)*g; "
+    "P = F times each (L_i/c_t + eps*I)^(-1/(2k)) (k = 2 for a matrix: L^(-1/4)*F*R^(-1/4)), "
+    "roots refreshed every precondition_frequency steps; p <- p - lr*(P + weight_decay*p)",
+    "kron": "m <- b1*m + (1-b1)*g, m_hat = m/(1-b1^t); preconditioner Q_1^T Q_1 x ... (one "
+    "triangular or diagonal factor per axis) fitted with step precond_lr on random probes "
+    "with probability precond_update_prob; u = P*m_hat clipped to RMS 1.1; "
+    "p <- p - lr*(u + weight_decay*p)",
+    "dion": "matrices: M <- M + g; P = orth(M*Q), R = M^T*P; M <- M - (1-mu)*P*R^T; "
+    "Q <- R with unit columns (rank = rank_fraction*min side); "
+    "p <- (1 - lr*weight_decay)*p - lr*sqrt(d_out/d_in)*P*Q^T; "
+    "other leaves: AdamW with b1, b2, eps",
+    "scion": "d <- (1-momentum)*d + momentum*g; u = scales*dir(d), dir: s*U*V^T for "
+    "d = U*S*V^T (matrices, spectral, Newton-Schulz), d/rms(d) (vectors); "
+    "p <- p - lr*u if unconstrained (the preset), else p <- (1-lr)*p - lr*u",
 }
 
 

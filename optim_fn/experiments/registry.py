@@ -2,7 +2,7 @@
 
 A choice is written ``name`` or ``name:key=value,key=value``: ``adam:learning_rate=3e-3``,
 ``quadratic:condition_number=100``. Values are numbers, ``true``/``false`` or ``none``.
-A group name (``classic``, ``modern``, ``all``) stands for its optimizers
+A group name (``classic``, ``modern``, ``matrix``, ``all``) stands for its optimizers
 (:func:`make_optimizers`). Every error message lists what is valid.
 """
 
@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import optim_fn
 import optim_fn.contrib
 from optim_fn.core.base import GradientTransformation
 from optim_fn.experiments import datasets, functions, listing
+from optim_fn.experiments.matrix_presets import MATRIX
+from optim_fn.experiments.preset import Preset
 from optim_fn.experiments.problem import Problem
 
 PROBLEMS: dict[str, Callable[..., Problem]] = {
@@ -32,32 +34,6 @@ PROBLEMS: dict[str, Callable[..., Problem]] = {
 }
 
 DEFAULT_PROBLEMS = ("rosenbrock", "digits")
-
-
-@dataclass(frozen=True)
-class Preset:
-    """A named optimizer: a factory, fixed keywords, and per-problem learning rates.
-
-    ``learning_rates`` maps a problem name to the learning rate used when the user gives
-    none; ``"*"`` is the fallback. They were picked from the command line's own
-    learning-rate sweep (the sensitivity plot), among the values that converge without
-    oscillating, so that the default comparison shows each method working.
-
-    The modern presets' rates (:data:`MODERN`) came from one sweep per optimizer and
-    problem with :func:`~optim_fn.experiments.runner.run`: the learning rates 1e-5, 3e-5,
-    ..., 1, 3 (a 1-3-10 grid) in one ``vmap``, the problem's default steps and batch mode,
-    seed 0; the rate with the lowest final full loss won, ties (within float32 resolution,
-    ``1e-9 + 1e-7 |minimum|``) going to the smaller rate. ``"*"`` is the most common
-    winner. Parameter-free methods keep their learning rate 1.
-    """
-
-    factory: Callable[..., GradientTransformation]
-    keywords: dict[str, Any] = field(default_factory=dict)
-    learning_rates: dict[str, float] = field(default_factory=dict)
-    summary: str = ""
-
-    def learning_rate(self, problem: str) -> float:
-        return self.learning_rates.get(problem, self.learning_rates["*"])
 
 
 CLASSIC: dict[str, Preset] = {
@@ -320,19 +296,27 @@ MODERN: dict[str, Preset] = {
     ),
 }
 
-OPTIMIZERS: dict[str, Preset] = {**CLASSIC, **MODERN}
+OPTIMIZERS: dict[str, Preset] = {**CLASSIC, **MODERN, **MATRIX}
 
 DEFAULT_OPTIMIZERS = tuple(CLASSIC)
-# SOAP is run by name only: on the CPU, a vmap of 3 or more SOAP runs on the digits MLP
-# (the sweep, or --seeds 3) never returns, so a group containing it would hang there.
-MODERN_OPTIMIZERS = tuple(name for name in MODERN if name != "soap")
+# SOAP and Shampoo are run by name only: on the CPU, a vmap of 3 or more SOAP runs (2 or
+# more Shampoo runs) on the digits MLP (the sweep, or --seeds 3) does not return in
+# minutes, so a group containing them would hang there.
+BY_NAME_ONLY = ("soap", "shampoo")
+MODERN_OPTIMIZERS = tuple(name for name in MODERN if name not in BY_NAME_ONLY)
+MATRIX_OPTIMIZERS = tuple(
+    name for name in ("adamw", "muon", *MATRIX) if name not in BY_NAME_ONLY
+)
 GROUPS: dict[str, tuple[str, ...]] = {
     "classic": DEFAULT_OPTIMIZERS,
     "modern": MODERN_OPTIMIZERS,
-    "all": DEFAULT_OPTIMIZERS + MODERN_OPTIMIZERS,
+    "matrix": MATRIX_OPTIMIZERS,
+    "all": DEFAULT_OPTIMIZERS + MODERN_OPTIMIZERS
+    + tuple(name for name in MATRIX if name not in BY_NAME_ONLY),
 }
 """Names that stand for several optimizers on the command line (``--optimizers modern``);
-``all`` is every preset but SOAP (see its summary)."""
+``matrix`` is AdamW and the matrix optimizers (Muon's family, Kron, Dion, Scion); ``all``
+is every preset but :data:`BY_NAME_ONLY` (see their summaries)."""
 
 
 class ChoiceError(ValueError):
