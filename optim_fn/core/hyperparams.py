@@ -40,6 +40,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple
 
+import jax.numpy as jnp
+
 from optim_fn.core._hyperparam_values import (
     MULTIPLIER_SUFFIX,
     Hyperparams,
@@ -335,7 +337,7 @@ def set_hyperparams(state: OptState, **new_values: Any) -> OptState:
 
 
 def _stored_like(old: Any, name: str, value: Any, with_one_minus: bool):
-    raw = _unbox(old)
+    raw = jnp.asarray(_unbox(old))  # a Python number in a hand-written optax state too
     stored, complement = _as_stored(name, value, raw.dtype, with_one_minus)
     if _is_box(old):
         return old.replace(stored), complement

@@ -218,7 +218,10 @@ def _scaled(value: jax.Array) -> jax.Array:
 def _check_hyperparams(update: TracedStep, transform, params, grads) -> None:
     state = transform.init(params)
     update(grads, state, params)  # the reference trace, with the values from init
-    names = get_hyperparams(state)
+    try:
+        names = get_hyperparams(state)
+    except TypeError:  # an optax state without hyperparameters: nothing to set
+        return
     for name, value in names.items():
         try:
             changed = set_hyperparams(state, **{name: _scaled(value)})
