@@ -22,8 +22,16 @@ def test_the_notebooks_exist():
     assert {"01_optimizers_in_action.ipynb", "03_training_loop.ipynb"} <= names
 
 
+# Executed only with OPTIM_FN_SLOW_NOTEBOOKS=1: 35 s alone, 2-3 minutes beside the rest
+# of the suite on two cores, which would take `make test` past its 15 minutes. Its
+# committed outputs are still checked below.
+SLOW_NOTEBOOKS = {"06_matrix_optimizers"}
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids)
 def test_notebook_executes(path, monkeypatch):
+    if path.stem in SLOW_NOTEBOOKS and not os.environ.get("OPTIM_FN_SLOW_NOTEBOOKS"):
+        pytest.skip("a slow notebook: set OPTIM_FN_SLOW_NOTEBOOKS=1 to execute it")
     path_var = os.environ.get("PYTHONPATH", "")
     monkeypatch.setenv("PYTHONPATH", f"{ROOT}{os.pathsep}{path_var}" if path_var else str(ROOT))
     # The kernel's inline backend renders figures to PNG without a display.
