@@ -29,6 +29,8 @@ from optim_fn.core.base import Array, GradientTransformationExtraArgs, ScalarOrS
 from optim_fn.core.hyperparams import Hyperparams
 from optim_fn.core.lift import rule_transform
 from optim_fn.core.numerics import safe_increment
+from optim_fn.core.validation import check_flag as _check_flag
+from optim_fn.core.validation import check_int as _check_int
 from optim_fn.core.validation import checks_once
 from optim_fn.optimizers.classic import add_decayed_weights, scale_by_learning_rate
 from optim_fn.rules import kron as rules
@@ -136,14 +138,6 @@ def _kron_rule(
     return direction.reshape(grad.shape), mu, factors
 
 
-def _check_int(where: str, name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{where}: `{name}` must be an integer >= {minimum}, got {value!r}")
-
-
-def _check_flag(where: str, name: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise ValueError(f"{where}: `{name}` must be True or False, got {value!r}")
 
 
 def _key_data(where: str, seed: Any) -> Callable[[dict], Array]:

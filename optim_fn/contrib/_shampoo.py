@@ -10,7 +10,6 @@ and :func:`shampoo` the optimizer. The numbers follow facebookresearch/optimizer
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -26,6 +25,8 @@ from optim_fn.core import validation as check
 from optim_fn.core.base import Array, GradientTransformationExtraArgs, ScalarOrSchedule, Updates
 from optim_fn.core.hyperparams import Hyperparams
 from optim_fn.core.lift import refuse_complex, rule_transform
+from optim_fn.core.validation import check_flag as _check_flag
+from optim_fn.core.validation import check_int as _check_int
 from optim_fn.core.validation import checks_once
 from optim_fn.flat._ravel import check_not_flat
 from optim_fn.optimizers.classic import scale_by_learning_rate
@@ -68,17 +69,6 @@ def _check_choice(where: str, name: str, value: Any, choices: tuple) -> None:
         raise ValueError(f"{where}: `{name}` must be one of {choices}, got {value!r}")
 
 
-def _check_int(where: str, name: str, value: Any, minimum: int, allow_inf: bool = False) -> None:
-    if allow_inf and isinstance(value, float) and math.isinf(value) and value > 0:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        also = " or math.inf" if allow_inf else ""
-        raise ValueError(f"{where}: `{name}` must be an integer >= {minimum}{also}, got {value!r}")
-
-
-def _check_flag(where: str, name: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise ValueError(f"{where}: `{name}` must be True or False, got {value!r}")
 
 
 def _exponent_overrides(where: str, overrides: Any, preconditioner: str) -> tuple:

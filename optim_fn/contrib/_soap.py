@@ -19,7 +19,7 @@ what this module implements.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +28,8 @@ from optim_fn.core import validation as check
 from optim_fn.core.base import Array, GradientTransformationExtraArgs, ScalarOrSchedule, Updates
 from optim_fn.core.hyperparams import Hyperparams
 from optim_fn.core.lift import leafwise_transform, refuse_complex, rule_transform
+from optim_fn.core.validation import check_flag as _check_flag
+from optim_fn.core.validation import check_int as _check_int
 from optim_fn.core.validation import checks_once
 from optim_fn.flat._ravel import check_not_flat
 from optim_fn.rules.shampoo import kronecker_factor, project, project_back
@@ -249,14 +251,6 @@ def _init_slots(param: Array, layout_of) -> tuple:
     return zeros, zeros, factors, factors
 
 
-def _check_int(where: str, name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{where}: `{name}` must be an integer >= {minimum}, got {value!r}")
-
-
-def _check_flag(where: str, name: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise ValueError(f"{where}: `{name}` must be True or False, got {value!r}")
 
 
 @checks_once

@@ -166,6 +166,22 @@ def check_decay(where: str, name: str, value: Any, *, allow_one: bool = False) -
         _fail(where, name, "in [0, 1]" if allow_one else "in [0, 1)", value)
 
 
+def check_int(where: str, name: str, value: Any, minimum: int, allow_inf: bool = False) -> None:
+    """A Python integer ``>= minimum`` (a count, a period, a dimension); ``math.inf`` too
+    with ``allow_inf``."""
+    if allow_inf and isinstance(value, float) and math.isinf(value) and value > 0:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        also = " or math.inf" if allow_inf else ""
+        raise ValueError(f"{where}: `{name}` must be an integer >= {minimum}{also}, got {value!r}")
+
+
+def check_flag(where: str, name: str, value: Any) -> None:
+    """``True`` or ``False``, not a truthy stand-in."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{where}: `{name}` must be True or False, got {value!r}")
+
+
 def check_dtype(where: str, name: str, value: Any) -> None:
     if value is None or _already_checked("dtype", name, value):
         return

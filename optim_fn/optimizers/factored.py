@@ -17,6 +17,7 @@ from optim_fn.core.base import Array, GradientTransformationExtraArgs, ScalarOrS
 from optim_fn.core.hyperparams import Hyperparams
 from optim_fn.core.lift import leafwise_transform
 from optim_fn.core.numerics import real_dtype
+from optim_fn.core.validation import check_int as _check_int
 from optim_fn.core.validation import checks_once
 from optim_fn.optimizers import classic
 from optim_fn.optimizers.layerwise import scale_by_param_block_rms
@@ -40,10 +41,6 @@ class ScaleBySM3State(NamedTuple):
     nu: Updates
     hyperparams: Hyperparams
 
-
-def _check_int(where: str, name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{where}: `{name}` must be an integer >= {minimum}, got {value!r}")
 
 
 @checks_once
