@@ -121,6 +121,8 @@ def test_benchmark_command_tiny_run(tmp_path, capsys):
         seed_steps = [scoring.time_to_target(steps, m, 0.05, False) for m in row["seed_metric"]]
         assert row["seed_steps_to_target"] == seed_steps
         assert row["steps_to_target"] == np.median(seed_steps)
+        # 3 trials and 2 seeds: the reruns are padded to 3 runs, one program compiled
+        assert len(row["seed_metric"]) == 2 and row["compiles"] == 1
         best = row["trials"][row["best_trial"]]
         assert best["hyperparams"] == row["best_hyperparams"]
         assert best["steps_to_target"] == min(t["steps_to_target"] for t in row["trials"])
@@ -129,6 +131,9 @@ def test_benchmark_command_tiny_run(tmp_path, capsys):
     expected = scoring.score(scoring.performance_ratios(np.array(times)))
     np.testing.assert_allclose([summary["steps_score"][n] for n in ("sgd", "adam")], expected)
     assert max(expected) == 1.0  # someone reaches a suboptimality of 0.05 in 100 steps
+    machine = report["settings"]["machine"]
+    assert machine["backend"] == "cpu" and machine["cpu_count"] >= len(machine["usable_cpus"])
+    assert {"jax", "optax", "flax", "load_average_start", "load_average_end"} <= set(machine)
 
 
 @pytest.mark.parametrize(
@@ -162,3 +167,37 @@ def test_muon_takes_only_the_hidden_matrices():
     assert dims["up"]["kernel"] == MuonDimensionNumbers(0, 1)
     assert [dims["embed"]["embedding"], dims["up"]["bias"], dims["unembed"]["kernel"],
             dims["conv"]["kernel"]] == [None, None, None, None]
+
+
+def test_muon_takes_the_cnns_hidden_convolution():
+    # digits_cnn: conv1 reads the image (1 channel, AdamW), conv2 (16 -> 32) is a hidden
+    # convolution (Muon, (h, w, in) folded into one input axis), the head stays on AdamW
+    import jax
+
+    from optim_fn.contrib import MuonDimensionNumbers
+    from optim_fn.experiments.benchmark.spaces import hidden_matrices
+    from optim_fn.experiments.workloads import build_workloads
+
+    (workload,) = build_workloads(["digits_cnn"])
+    params = jax.eval_shape(workload.init_params, jax.random.key(0))  # shapes only
+    leaves, _ = jax.tree_util.tree_flatten_with_path(
+        hidden_matrices(params), is_leaf=lambda x: x is None or isinstance(x, MuonDimensionNumbers)
+    )
+    dims = {jax.tree_util.keystr(path): value for path, value in leaves}
+    muon = [name for name, value in dims.items() if value is not None]
+    assert len(muon) == 1 and "conv2" in muon[0] and "kernel" in muon[0]
+    assert dims[muon[0]] == MuonDimensionNumbers((0, 1, 2), 3)
+    assert len(dims) == 6  # conv1, conv2 and head: kernel and bias each
+    # one step of the benchmark's Muon: conv2's update, as a (3*3*16, 32) matrix, is
+    # orthogonalized (its singular values nearly equal); conv1's (AdamW) is not
+    optimizer = OPTIMIZERS["muon"].factory(learning_rate=0.02, weight_decay=0.0)
+    rng = np.random.default_rng(0)
+    params = jax.tree.map(lambda p: rng.standard_normal(p.shape).astype(np.float32), params)
+    grads = jax.tree.map(lambda p: rng.standard_normal(p.shape).astype(np.float32), params)
+    updates, _ = optimizer.update(grads, optimizer.init(params), params)
+    spread = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(updates)[0]:
+        if leaf.ndim == 4:
+            values = np.linalg.svd(np.asarray(leaf).reshape(-1, leaf.shape[-1]), compute_uv=False)
+            spread["conv2" in jax.tree_util.keystr(path)] = values.max() / values.min()
+    assert spread[True] < 2.0 < spread[False]

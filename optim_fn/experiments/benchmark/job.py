@@ -13,8 +13,11 @@ Training Algorithms"):
 4. performance profiles and scores over the workloads
    (:mod:`~optim_fn.experiments.benchmark.scoring`), once on steps and once on seconds.
 
+Trials and reruns share one compiled program per optimizer and workload: the smaller of
+the two batches is padded to the larger one's width (copies, dropped from the results).
 Seconds are steps times the measured seconds per step of the rerun program (its wall
-time, compilation excluded, divided by its steps and by the seeds run together).
+time, compilation excluded, divided by its steps and by the runs ``vmap``-ed together,
+padding included: each run's share of the program).
 """
 
 from __future__ import annotations
@@ -56,7 +59,10 @@ def tune_and_rerun(
 ) -> dict[str, Any]:
     """One optimizer on one workload: every trial, the best one's reruns, their times."""
     space = sample(tunable.space, trials, seed=sampler_seed)
-    program = RunProgram(workload, tunable.factory, list(space), budget_scale=budget_scale)
+    program = RunProgram(
+        workload, tunable.factory, list(space), budget_scale=budget_scale,
+        width=max(trials, seeds),
+    )
     tuning = program(space, np.zeros(trials, np.uint32))
     higher = workload.higher_is_better
     trial_steps = [
@@ -91,6 +97,7 @@ def tune_and_rerun(
         "seconds_per_step": reruns.seconds_per_step,
         "seconds_to_target": float(np.median(seed_steps)) * reruns.seconds_per_step,
         "compile_seconds": program.compile_seconds,
+        "compiles": program.compiles,
         "final_metric_mean": float(np.mean(reruns.metric[:, -1])),
         "final_metric_std": float(np.std(reruns.metric[:, -1])),
     }

@@ -29,18 +29,34 @@ class Tunable:
 # Params whose path names one of these stay on AdamW under Muon: the embeddings and the
 # output layer, as in the NanoGPT speedrun (Muon is for the hidden matrices).
 NOT_HIDDEN = ("embed", "unembed", "head", "position")
+# A convolution kernel with at most this many input channels reads the image itself (gray
+# or RGB): like an embedding it stays on AdamW, as the first convolution of Jordan et al.'s
+# CIFAR-10 speedrun does (Muon for the hidden convolutions).
+IMAGE_CHANNELS = 3
+# flax's convolution kernel is ``(height, width, in, out)``: one matrix with the spatial
+# axes folded into the input axis (``scale_by_muon``'s documented 4-d policy).
+CONV_KERNEL = ((0, 1, 2), 3)
 
 
 def hidden_matrices(params: Any) -> Any:
-    """Muon's dimension numbers for the hidden 2-d params, ``None`` (AdamW) for the rest."""
+    """Muon's dimension numbers for the hidden params, ``None`` (AdamW) for the rest.
+
+    Hidden: a 2-d param not named in :data:`NOT_HIDDEN` (``MuonDimensionNumbers(0, 1)``)
+    and a 4-d flax convolution kernel with more than :data:`IMAGE_CHANNELS` input
+    channels (:data:`CONV_KERNEL`: spatial axes folded into the input axis).
+    """
     import jax
 
     from optim_fn.contrib import MuonDimensionNumbers
 
     def dims(path: Any, leaf: Any) -> Any:
-        name = jax.tree_util.keystr(path)
-        hidden = leaf.ndim == 2 and not any(part in name for part in NOT_HIDDEN)
-        return MuonDimensionNumbers(0, 1) if hidden else None
+        if any(part in jax.tree_util.keystr(path) for part in NOT_HIDDEN):
+            return None
+        if leaf.ndim == 2:
+            return MuonDimensionNumbers(0, 1)
+        if leaf.ndim == 4 and leaf.shape[2] > IMAGE_CHANNELS:
+            return MuonDimensionNumbers(*CONV_KERNEL)
+        return None
 
     return jax.tree_util.tree_map_with_path(dims, params)
 
@@ -111,8 +127,9 @@ OPTIMIZERS: dict[str, Tunable] = {
             adam_weight_decay=weight_decay,
         ),
         {"learning_rate": Range(1e-3, 0.1), "weight_decay": Range(1e-3, 1.0)},
-        "Muon on the hidden 2-d params (lr around 0.02), AdamW on embeddings, output "
-        "layer, biases, norms and convolutions, same lr (Jordan et al. 2024)",
+        "Muon on the hidden 2-d params and hidden convolutions (lr around 0.02), AdamW on "
+        "embeddings, the image-reading convolution, output layer, biases and norms, same lr "
+        "(Jordan et al. 2024)",
     ),
 }
 

@@ -50,7 +50,10 @@ class RunProgram:
 
     Call it with ``hyperparams`` (name -> ``(runs,)`` values) and ``seeds`` (``(runs,)``);
     run ``i`` uses ``hyperparams[k][i]`` and ``seeds[i]``. It compiles on the first call
-    and is reused for later calls of the same size (tuning trials, then seed reruns).
+    of each size and is reused for later calls of that size. ``width``: every call with
+    at most ``width`` runs is padded to ``width`` (copies of run 0, dropped from the
+    result), so tuning trials and seed reruns of different counts share one compiled
+    program; :attr:`compiles` counts the programs compiled.
     """
 
     def __init__(
@@ -61,8 +64,9 @@ class RunProgram:
         *,
         budget_scale: float = 1.0,
         compiler_options: Mapping[str, Any] | None = None,
+        width: int | None = None,
     ) -> None:
-        self.workload, self.names = workload, list(names)
+        self.workload, self.names, self.width = workload, list(names), width
         self.steps, self.every = schedule(workload, budget_scale)
         self.compile_seconds = 0.0
         self.compiler_options = dict(FAST_COMPILE if compiler_options is None else compiler_options)
@@ -95,11 +99,20 @@ class RunProgram:
         self._jitted = jax.jit(jax.vmap(one_run))
         self._compiled: dict[int, Any] = {}
 
+    @property
+    def compiles(self) -> int:
+        """How many programs (one per padded batch size) have been compiled."""
+        return len(self._compiled)
+
     def __call__(self, hyperparams: Mapping[str, np.ndarray], seeds: np.ndarray) -> Curves:
         seeds = jnp.asarray(seeds, jnp.uint32)
-        runs = int(seeds.shape[0])
+        wanted = int(seeds.shape[0])
         columns = [jnp.asarray(hyperparams[name], jnp.float32) for name in self.names]
-        values = jnp.stack(columns, -1) if columns else jnp.zeros((runs, 0), jnp.float32)
+        values = jnp.stack(columns, -1) if columns else jnp.zeros((wanted, 0), jnp.float32)
+        runs = max(wanted, self.width or 0)
+        if runs > wanted:  # pad with copies of run 0; a copy costs compute, not a compile
+            seeds = jnp.concatenate([seeds, jnp.repeat(seeds[:1], runs - wanted)])
+            values = jnp.concatenate([values, jnp.repeat(values[:1], runs - wanted, 0)])
         if runs not in self._compiled:
             began = time.perf_counter()
             self._compiled[runs] = self._jitted.lower(values, seeds).compile(self.compiler_options)
@@ -109,8 +122,8 @@ class RunProgram:
         elapsed = time.perf_counter() - began
         return Curves(
             steps=self.every * np.arange(1, self.steps // self.every + 1),
-            metric=np.asarray(metric, np.float64),
-            train_loss=np.asarray(loss, np.float64),
+            metric=np.asarray(metric, np.float64)[:wanted],
+            train_loss=np.asarray(loss, np.float64)[:wanted],
             seconds_per_step=elapsed / self.steps / runs,
             compile_seconds=self.compile_seconds,
         )
