@@ -9,8 +9,8 @@ The randomness: the state keeps a PRNG key (from ``seed``). Each step derives th
 key as ``fold_in(key, step - 1)`` and splits it as ``psgd-jax`` does (one draw decides the
 occasional rebalancing of the factors, shared by every leaf; one key is split into one
 key per leaf, in the order of ``jax.tree.leaves``, for that leaf's probe vector V). The
-whole-leaf rule gets the shared key and its leaf's index (a static keyword, so leaves are
-not batched by shape), so the same seed gives the same numbers, and ``seed=5318008``
+whole-leaf rule gets the shared key and its leaf's index (from the lifter, as data, so
+leaves of one shape still batch), so the same seed gives the same numbers, and ``seed=5318008``
 (the default, psgd-jax's constant) gives psgd-jax's.
 """
 
@@ -277,8 +277,7 @@ def scale_by_kron(
             "merge_small_dims": merge_small_dims,
         },
         leaf_keywords=lambda grads: [
-            {"leaf_index": i, "leaf_count": len(jax.tree.leaves(grads))}
-            for i in range(len(jax.tree.leaves(grads)))
+            {"leaf_count": len(jax.tree.leaves(grads))} for _ in jax.tree.leaves(grads)
         ],
         scalars={"key": make_key, "update_counter": lambda values: jnp.zeros([], jnp.int32)},
         step_scalars=_step_draws,

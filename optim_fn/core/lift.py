@@ -43,8 +43,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from optim_fn.core import _owners, validation
 from optim_fn.core import hyperparams as hp
-from optim_fn.core import validation
 from optim_fn.core.base import (
     GradientTransformationExtraArgs,
     ScalarOrSchedule,
@@ -98,14 +98,36 @@ def _signature(*trees: Any) -> tuple:
     )
 
 
+def _leaf_caller(rule: Callable, keywords: dict) -> Callable[[dict], Callable]:
+    """``caller(own)(grad, slot_values, param, leaf_index)``: the rule on one leaf's
+    arguments; ``leaf_index`` (the leaf's position in tree order, an int or, batched, a
+    traced int32) is passed on when not None."""
+
+    def caller(own: dict) -> Callable:
+        def call(grad, slot_values, param, leaf_index=None):
+            extra = {} if param is None else {"param": param}
+            if leaf_index is not None:
+                extra["leaf_index"] = leaf_index
+            return tuple(rule(grad, *slot_values, **extra, **own, **keywords))
+
+        return call
+
+    return caller
+
+
 def _apply_whole_leaf(
-    rule: Callable, arguments: list, leaf_keywords: list, keywords: dict, batch: bool
+    rule: Callable,
+    arguments: list,
+    leaf_keywords: list,
+    keywords: dict,
+    batch: bool,
+    indexed: bool = False,
 ) -> list:
     """``rule`` on each leaf's arguments; leaves with one signature share a vmapped call.
 
     ``arguments`` holds, per leaf, ``(grad, slot_values, param)``; ``leaf_keywords`` the
-    leaf's static keywords (hashable). Returns, per leaf, ``(update, *new_slot_values)``
-    in the input order.
+    leaf's static keywords (hashable); ``indexed``: the rule takes ``leaf_index``.
+    Returns, per leaf, ``(update, *new_slot_values)`` in the input order.
     """
     results: list[Any] = [None] * len(arguments)
     groups: dict[tuple, list[int]] = {}
@@ -114,19 +136,14 @@ def _apply_whole_leaf(
         key = (_signature(*args), own) if batch else (index,)
         groups.setdefault(key, []).append(index)
 
-    def caller(own: dict) -> Callable:
-        def call(grad, slot_values, param):
-            extra = {} if param is None else {"param": param}
-            return tuple(rule(grad, *slot_values, **extra, **own, **keywords))
-
-        return call
-
     for indices in groups.values():
-        call = caller(leaf_keywords[indices[0]])
+        call = _leaf_caller(rule, keywords)(leaf_keywords[indices[0]])
         if len(indices) == 1:
-            results[indices[0]] = call(*arguments[indices[0]])
+            results[indices[0]] = call(*arguments[indices[0]], indices[0] if indexed else None)
             continue
         stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *[arguments[i] for i in indices])
+        if indexed:
+            stacked = (*stacked, jnp.asarray(indices, jnp.int32))
         # Keeps XLA from fusing the many-operand concatenate into the rule's loops (on
         # the CPU that multiplies compile time and slows the step).
         stacked = jax.lax.optimization_barrier(stacked)
@@ -211,6 +228,9 @@ def rule_transform(
     decay_names = frozenset(decays)
     static = dict(static or {})
     wants_count = "count" in inspect.signature(rule).parameters
+    # A rule that draws per-leaf random numbers (Kron's probes) takes the leaf's index
+    # as data, so that leaves of one shape still batch.
+    indexed = "leaf_index" in inspect.signature(rule).parameters
     whole_leaf = init_slots is not None
     whole_tree = init_state is not None
     if whole_leaf and whole_tree:
@@ -230,10 +250,17 @@ def rule_transform(
         elif whole_leaf:
             leaves, treedef = jax.tree.flatten(params)
             per_leaf = [tuple(init_slots(leaf)) for leaf in leaves]
-            slot_trees = {
-                slot: treedef.unflatten([values[i] for values in per_leaf])
-                for i, slot in enumerate(slot_names)
-            }
+            owners = _owners.active()
+            if owners is not None and slot_names:
+                own = leaf_keywords(params) if leaf_keywords else [{} for _ in leaves]
+                layout = _owners.plan(params, own, *owners, name)
+                owned = _owners.own_slots(per_leaf, layout, len(slot_names))
+                slot_trees = dict(zip(slot_names, owned, strict=True))
+            else:
+                slot_trees = {
+                    slot: treedef.unflatten([values[i] for values in per_leaf])
+                    for i, slot in enumerate(slot_names)
+                }
         else:
             slot_trees = {s.name: tree_full_like(params, s.initial_value, s.dtype) for s in slots}
         hyperparams = hp.init_hyperparams(specs, decay_names, hp.storage_dtype(params))
@@ -330,13 +357,31 @@ def rule_transform(
         if with_params:
             trees["params"] = params
         treedef, grad_leaves, flat = flatten_matching(grads, "grads", **trees)
-        if whole_leaf:
+        owned = [getattr(state, slot) for slot in slot_names if whole_leaf]
+        by_owner = bool(owned) and isinstance(owned[0], _owners.OwnedSlots)
+        if whole_leaf and not by_owner:
             flat.update(slot_leaves(treedef, state, grad_leaves))
         if with_params:
             check_params(params, name)
 
         hyperparams_now, count, keywords, stored = step_keywords(state)
         keywords.update(forwarded)
+        if by_owner:
+            update_leaves, new_owned = _owners.apply_owned(
+                _leaf_caller(rule, keywords),
+                grad_leaves,
+                flat["params"] if with_params else None,
+                owned,
+                leaf_keywords(grads) if leaf_keywords else [{} for _ in grad_leaves],
+                _cast_like,
+                indexed,
+            )
+            updates = treedef.unflatten([
+                jnp.asarray(u).astype(g.dtype)
+                for u, g in zip(update_leaves, grad_leaves, strict=True)
+            ])
+            new_slots = dict(zip(slot_names, new_owned, strict=True))
+            return updates, new_state(state, count, new_slots, hyperparams_now, stored)
         arguments = [
             (
                 grad,
@@ -350,7 +395,7 @@ def rule_transform(
             batch = batch_by_shape
             if batch is None:
                 batch = jax.default_backend() != "cpu"
-            results = _apply_whole_leaf(rule, arguments, own, keywords, batch)
+            results = _apply_whole_leaf(rule, arguments, own, keywords, batch, indexed)
         else:
             results = [
                 rule(grad, *values, **({"param": param} if with_params else {}), **keywords)

@@ -25,6 +25,7 @@ Parameter Models", SC 2020 (stage 1 = optimizer-state partitioning).
 """
 
 from optim_fn import _legacy
+from optim_fn.sharding._owners import owner_per_matrix
 from optim_fn.sharding._state import (
     partition_spec_for,
     partition_state,
@@ -34,6 +35,7 @@ from optim_fn.sharding._state import (
 )
 
 __all__ = [
+    "owner_per_matrix",
     "partition_spec_for",
     "partition_state",
     "per_device_bytes",
