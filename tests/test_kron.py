@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from test_catalogue import compile_options
 
 import optim_fn
 import optim_fn.contrib as contrib
@@ -30,8 +31,8 @@ SHAPES = {"tall": (6, 3), "wide": (3, 7), "cube": (2, 5, 3), "bias": (5,)}
 # rebalancing scales are rounded to float32, as the reference, so it shows at 1e-7.
 SEED = 111
 FLOAT32_ERRORS: dict[str, float] = {}
-# XLA's fastest compile (as tests/test_family_parity.py): the runs are compile-bound.
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+# XLA's fastest compile (test_catalogue's options, as tests/test_family_parity.py): the
+# runs are compile-bound; ours and the reference are compiled alike.
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +79,7 @@ def _run(make, params0, noise, dtype=np.float64, shapes=None):
 
 
 def _compiled(function, *example):
-    return jax.jit(function).lower(*example).compile(compiler_options=FAST_COMPILE)
+    return jax.jit(function).lower(*example).compile(compiler_options=compile_options())
 
 
 def _relative_error(ours, reference, params0):
