@@ -57,7 +57,7 @@ MATRIX_OPTIMIZERS = ("muon", "shampoo", "kron", "dion", "scion")
 
 # Two subprocesses, so that the suite's workers can run them side by side.
 @pytest.mark.skipif(EIGHT, reason="already on 8 devices")
-@pytest.mark.parametrize(("selection", "expected"), [("not owner", 22), ("owner", 12)])
+@pytest.mark.parametrize(("selection", "expected"), [("not owner", 22), ("owner", 8)])
 def test_on_eight_devices(selection, expected):
     env = dict(os.environ)
     env["XLA_FLAGS"] = (
@@ -245,6 +245,11 @@ OWNER_OPTIMIZERS = {
     "dion": lambda: optim_fn.contrib.dion(0.02),
     "scion": lambda: optim_fn.contrib.scion(0.02),
 }
+# Asserted on 8 devices: one optimizer per kind of state (param-shaped, Kronecker factors,
+# triangular factors with per-leaf draws, low-rank). SOAP's and Scion's rows of the docs'
+# table are printed by `layer_summary`; their owner paths are the same code, checked on
+# one device in tests/test_owner_per_matrix.py (SOAP) and by Muon's here (Scion).
+OWNER_TESTED = ("muon", "shampoo", "kron", "dion")
 
 
 def layer_spec(shape):
@@ -307,7 +312,7 @@ def layer_summary(name: str, owner: bool = True) -> dict:
 
 
 @needs_eight
-@pytest.mark.parametrize("name", list(OWNER_OPTIMIZERS))
+@pytest.mark.parametrize("name", OWNER_TESTED)
 def test_owner_per_matrix_moves_matrices_by_all_to_all_only(name):
     found = measure_layers(name)["collectives"]
     assert not found["all-gather"] and not found["all-reduce"], found
@@ -320,7 +325,7 @@ def test_owner_per_matrix_moves_matrices_by_all_to_all_only(name):
 
 
 @needs_eight
-@pytest.mark.parametrize("name", list(OWNER_OPTIMIZERS))
+@pytest.mark.parametrize("name", OWNER_TESTED)
 def test_owner_per_matrix_does_each_matrix_once_and_splits_its_state(name):
     row = measure_layers(name)
     # 8 + 8 matrices split evenly; the 3-matrix group runs as 8 (copies on idle devices).
