@@ -13,15 +13,12 @@ subprocess with ``--xla_force_host_platform_device_count=8``.
 from __future__ import annotations
 
 import functools
-import os
-import re
-import subprocess
-import sys
 
 import jax
 import numpy as np
 import optax
 import pytest
+from eight_devices import COLLECTIVES, collectives, run_on_eight_devices
 from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
 import optim_fn
@@ -31,10 +28,6 @@ from optim_fn import sharding
 P = PartitionSpec
 EIGHT = jax.device_count() >= 8
 needs_eight = pytest.mark.skipif(not EIGHT, reason="runs in the 8-device subprocess")
-COLLECTIVES = ("all-gather", "all-reduce", "reduce-scatter", "all-to-all", "collective-permute")
-DTYPE_BYTES = {"f64": 8, "f32": 4, "s32": 4, "u32": 4, "bf16": 2, "f16": 2, "s8": 1, "u8": 1,
-               "pred": 1}
-
 # FSDP: every leaf split 8 ways along its first axis.
 SHAPES = {"w_in": (64, 32), "w_out": (32, 64), "b": (32,)}
 SPECS = {"w_in": P("data", None), "w_out": P("data", None), "b": P("data")}
@@ -59,39 +52,7 @@ MATRIX_OPTIMIZERS = ("muon", "shampoo", "kron", "dion", "scion")
 @pytest.mark.skipif(EIGHT, reason="already on 8 devices")
 @pytest.mark.parametrize(("selection", "expected"), [("not owner", 22), ("owner", 8)])
 def test_on_eight_devices(selection, expected):
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = (
-        env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
-    ).strip()
-    env["JAX_PLATFORMS"] = "cpu"
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", __file__, "-q", "-x", "-p", "no:cacheprovider",
-         "-k", selection],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-6000:]
-    passed = re.search(r"(\d+) passed", output)
-    assert passed and int(passed.group(1)) >= expected, output[-3000:]
-
-
-def collectives(compiled_text: str) -> dict[str, list[int]]:
-    """Per collective kind, the bytes of each instruction's result (tuples summed)."""
-    found: dict[str, list[int]] = {name: [] for name in COLLECTIVES}
-    # A tuple's element comments (`/*index=5*/`) hold an "=", which ends the match below.
-    compiled_text = re.sub(r"/\*index=\d+\*/", "", compiled_text)
-    pattern = r"= ([^=]*?) (" + "|".join(COLLECTIVES) + r")(?:-start)?\("
-    for match in re.finditer(pattern, compiled_text):
-        arrays = re.findall(r"(\w+)\[([\d,]*)\]", match.group(1))
-        size = sum(
-            DTYPE_BYTES[dtype] * int(np.prod([int(d) for d in dims.split(",") if d]))
-            for dtype, dims in arrays
-        )
-        found[match.group(2)].append(size)
-    return found
+    run_on_eight_devices(__file__, expected, selection)
 
 
 def flops(compiled) -> float:

@@ -8,15 +8,13 @@ collectives, and the state's shardings and per-device bytes are read from the ar
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from eight_devices import collective_counts, run_on_eight_devices
 from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
 import optim_fn
@@ -25,37 +23,11 @@ from optim_fn import sharding
 P = PartitionSpec
 EIGHT = jax.device_count() >= 8
 needs_eight = pytest.mark.skipif(not EIGHT, reason="runs in the 8-device subprocess")
-COLLECTIVES = ("all-gather", "all-to-all", "all-reduce", "reduce-scatter", "collective-permute")
 
 
 @pytest.mark.skipif(EIGHT, reason="already on 8 devices")
 def test_on_eight_devices():
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = (
-        env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
-    ).strip()
-    env["JAX_PLATFORMS"] = "cpu"
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", __file__, "-q", "-x", "-p", "no:cacheprovider"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-6000:]
-    # The subprocess must really have run the 8-device tests, not skipped them.
-    passed = re.search(r"(\d+) passed", output)
-    assert passed and int(passed.group(1)) >= 38, output[-3000:]
-
-
-def collective_counts(compiled_text: str) -> dict[str, int]:
-    """Collective instructions in compiled HLO (async pairs counted once, by their start)."""
-    counts = {}
-    for name in COLLECTIVES:
-        pattern = rf"= [^=]*? {name}(-start)?\("
-        counts[name] = len(re.findall(pattern, compiled_text))
-    return counts
+    run_on_eight_devices(__file__, expected=38)
 
 
 def all_reduces_are_scalar(compiled_text: str) -> bool:
