@@ -108,3 +108,21 @@ def test_bad_arguments_name_the_argument_and_the_fix():
     with pytest.raises(ValueError, match="do not match the optimizer state's owner layout"):
         two = {"w": jnp.ones((4, 4)), "v": jnp.ones((4, 4))}
         optimizer.update(two, state, two)
+
+
+def test_msgpack_checkpoint_restores_and_resumes_bit_for_bit():
+    serialization = pytest.importorskip("flax.serialization")
+    mesh = one_device_mesh()
+    params, grad_fn = problem()
+    optimizer = sharding.owner_per_matrix(optim_fn.contrib.shampoo(1e-2, eps=1e-6), mesh)
+    step = jax.jit(optimizer.update)
+    _, state = step(grad_fn(params), optimizer.init(params), params)
+    restored = serialization.from_bytes(optimizer.init(params), serialization.to_bytes(state))
+    assert jax.tree.structure(restored) == jax.tree.structure(state)
+    ours, _ = step(grad_fn(params), restored, params)
+    theirs, _ = step(grad_fn(params), state, params)
+    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs), strict=True):
+        np.testing.assert_array_equal(a, b)
+    other = {"a": params["a"]}
+    with pytest.raises(ValueError, match="the checkpoint holds 3 groups of matrices"):
+        serialization.from_bytes(optimizer.init(other), serialization.to_bytes(state))

@@ -107,6 +107,36 @@ class OwnedSlots:
         return f"OwnedSlots({len(self.stacks)} groups over {self.layout.owners} owners)"
 
 
+def register_with_flax() -> None:
+    """Lets ``flax.serialization`` (msgpack checkpoints) write and restore
+    :class:`OwnedSlots`: the stacks by group index, the layout from the target state.
+    Does nothing without flax; called by :func:`optim_fn.sharding.owner_per_matrix`."""
+    try:
+        from flax import serialization
+    except ImportError:
+        return
+
+    def to_state_dict(owned: OwnedSlots) -> dict:
+        return {str(i): serialization.to_state_dict(stack) for i, stack in enumerate(owned.stacks)}
+
+    def from_state_dict(target: OwnedSlots, state: dict) -> OwnedSlots:
+        if len(state) != len(target.stacks):
+            raise ValueError(
+                f"owner_per_matrix: the checkpoint holds {len(state)} groups of matrices and "
+                f"the state to restore into {len(target.stacks)}; restore with the params' "
+                "shapes and the optimizer the checkpoint was written with"
+            )
+        stacks = [
+            serialization.from_state_dict(stack, state[str(i)])
+            for i, stack in enumerate(target.stacks)
+        ]
+        return OwnedSlots(stacks, target.layout)
+
+    serialization.register_serialization_state(
+        OwnedSlots, to_state_dict, from_state_dict, override=True
+    )
+
+
 def _place(value: Any, sharding: NamedSharding) -> Any:
     if not isinstance(value, jax.core.Tracer):
         return jax.device_put(value, sharding)

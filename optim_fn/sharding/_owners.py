@@ -6,7 +6,7 @@ from typing import Any
 
 from jax.sharding import Mesh
 
-from optim_fn.core._owners import owners_on
+from optim_fn.core._owners import owners_on, register_with_flax
 from optim_fn.core.base import GradientTransformationExtraArgs, with_extra_args
 
 
@@ -31,7 +31,8 @@ def owner_per_matrix(
     transformer); a group of fewer is padded with copies of its own matrices, which the
     idle devices compute and drop. The state of the wrapped rules is stored stacked by
     shape (:class:`optim_fn.core._owners.OwnedSlots`) rather than shaped like the
-    params, so a checkpoint written with it restores with it, on the same mesh size.
+    params, so a checkpoint written with it restores with it, on the same mesh size
+    (flax msgpack: registered here when flax is installed).
 
     Args:
       inner: an optim_fn optimizer or chain (optax blocks pass through unchanged).
@@ -54,6 +55,7 @@ def owner_per_matrix(
             f"{tuple(mesh.axis_names)}; pass some of them or None for all"
         )
     inner = with_extra_args(inner)
+    register_with_flax()
 
     def init(params):
         with owners_on(mesh, names):
