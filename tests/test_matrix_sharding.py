@@ -86,7 +86,8 @@ def measure(name: str) -> dict:
         out_shardings=(placement, state_placement),
     ).lower(params, state, grads).compile()
     single = jax.jit(step).lower(host, optimizer.init(host), host_grads).compile()
-    new_params, _ = sharded(params, state, grads)
+    # Waited for before device 0 runs the reference (see measure_layers).
+    new_params, _ = jax.block_until_ready(sharded(params, state, grads))
     ref_params, _ = single(host, optimizer.init(host), host_grads)
     return measurements(state, sharded, single, new_params, ref_params, host)
 
@@ -249,11 +250,12 @@ def measure_layers(name: str, owner: bool = True) -> dict:
     reference_state = reference_optimizer.init(host)
     reference = jax.jit(functools.partial(step, reference_optimizer)).lower(
         host, reference_state, host_grads).compile()
-    # Waits for the first step: on XLA:CPU's simulated devices a second step dispatched
-    # while the first still runs can take the threads the first step's last device needs
-    # to reach its all-to-all (both then wait forever).
+    # Waits for each sharded step: on XLA:CPU's simulated devices another computation
+    # dispatched while it still runs (its next step, or the one-device reference on
+    # device 0) can take the thread a device needs to reach the all-to-all, and the
+    # others then wait for it forever.
     first = jax.block_until_ready(sharded(params, state, grads))
-    new_params, new_state = sharded(*first, grads)
+    new_params, new_state = jax.block_until_ready(sharded(*first, grads))
     ref_params, ref_state = reference(host, reference_state, host_grads)
     ref_params, _ = reference(ref_params, ref_state, host_grads)
     return measurements(new_state, sharded, reference, new_params, ref_params, host)
