@@ -211,13 +211,15 @@ def apply_owned(
     keywords: list[dict],
     cast: Callable[[Any, Any], Any],
     indexed: bool = False,
+    who: str = "update",
 ) -> tuple[list, list[OwnedSlots]]:
     """Runs ``call(own_keywords)(grad, slot_values, param, leaf_index)`` vmapped over each group's
     stack on its owners; returns the updates per leaf and the new slots by owner."""
     layout = owned[0].layout if owned else None
     if layout is None or layout.num_leaves != len(grads):
         raise ValueError(
-            "the grads do not match the optimizer state's owner layout: pass a tree "
+            f"{who}: the grads do not match the optimizer state's owner layout "
+            "(owner_per_matrix): pass a tree "
             "with the same structure as the params given to init"
         )
     updates: list[Any] = [None] * len(grads)

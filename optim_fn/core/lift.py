@@ -375,6 +375,7 @@ def rule_transform(
                 leaf_keywords(grads) if leaf_keywords else [{} for _ in grad_leaves],
                 _cast_like,
                 indexed,
+                name,
             )
             updates = treedef.unflatten([
                 jnp.asarray(u).astype(g.dtype)
